@@ -77,15 +77,15 @@ PAPER = ModelConfig()
 # The CPU model: same structure, narrower. Chosen so that a stage-2 training step at batch 8 of
 # 128x128 crops takes about a second on 2 CPU cores (benchmarks/train_step.py measures it).
 SMALL = ModelConfig(
-    y_channels=160,
-    z_channels=64,
+    y_channels=120,
+    z_channels=48,
     encoder_channels=64,
     encoder_block_mid=32,
     decoder_channels=64,
     decoder_block_mid=32,
-    hyper_encoder_widths=(128, 96),
-    hyper_decoder_widths=(64, 96),
-    slice_transform_widths=(64, 48),
+    hyper_encoder_widths=(96, 64),
+    hyper_decoder_widths=(48, 64),
+    slice_transform_widths=(48, 32),
     beta_condition_channels=128,
 )
 

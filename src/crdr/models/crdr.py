@@ -192,7 +192,15 @@ class CRDR(nn.Module):
         """Code one padded image (1, 3, H, W) at quality ``q`` (spec §10.2)."""
         if x.shape[0] != 1:
             raise ParameterError("compress codes one image at a time")
-        y = self.analysis(x, q)
+        return self.compress_latents(self.analysis(x, q))
+
+    @torch.no_grad()
+    def compress_latents(self, y: Tensor) -> CodedLatents:
+        """Entropy-code ``y`` (1, Y, h, w): everything after the analysis transform.
+
+        Split from :meth:`compress` so the codec can run this part, which the decoder must
+        mirror bit for bit, under a fixed thread count.
+        """
         z = self.hyperencoder(y)
         z_string, z_hat = self.entropy_model_z.compress(z)
         hyper_out = self.hyperdecoder(z_hat)

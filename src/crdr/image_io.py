@@ -1,0 +1,441 @@
+"""Reading images into 8-bit RGB (+ optional alpha), tensor conversion, and atomic file writes.
+
+The codec codes three 8-bit channels. :func:`load_image` maps whatever Pillow can open onto that,
+recording every lossy step (16-bit reduction, CMYK conversion, dropped frames) as a human-readable
+note, and remembering whether the source was grey so that decoding can give back one channel.
+The pixel limit is checked from the file's header before any pixel is decoded.
+
+Data flow::
+
+    file / bytes / PIL image --load_image--> SourceImage(rgb (H, W, 3) u8, alpha (H, W) u8 | None)
+    rgb --to_model_input--> x: (1, 3, H, W) float32 in [-1, 1]
+    x_hat: (1, 3, H, W) in [-1, 1] --from_model_output--> rgb (H, W, 3) u8 --to_pil--> L/LA/RGB/RGBA
+
+Alpha is not coded by the network: it travels losslessly as a PNG in the container's ALPHA segment
+(:func:`encode_alpha` / :func:`decode_alpha`). A fully opaque alpha (all 255) is dropped at load, so
+such images decode without an alpha channel.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+import warnings
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from crdr.bitstream import DEFAULT_MAX_PIXELS, Colour
+from crdr.errors import FormatError, ImageError, OutputExistsError, ParameterError
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
+
+# Pillow raises these (besides OSError) from inside its decoders on malformed data.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError)
+_SIXTEEN_BIT_NOTE = "16-bit input reduced to 8 bits"
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """An image ready for coding.
+
+    ``rgb``: (H, W, 3) uint8 (grey sources have three equal channels); ``alpha``: (H, W) uint8 or
+    None (absent or fully opaque); ``colour``: the source's kind, restored at decode; ``notes``:
+    warnings about lossy steps taken while reading, for the user.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    colour: Colour
+    notes: tuple[str, ...]
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
+    """Read a path, encoded bytes or a PIL image into a :class:`SourceImage`.
+
+    EXIF orientation is applied. Multi-frame files contribute their first frame. Anything that is
+    not a readable image, too large, or of a mode Pillow cannot turn into RGB raises ImageError.
+    """
+    if isinstance(source, Image.Image):
+        _check_size(source.size, max_pixels)
+        return _from_pil(source, notes=[], raw=_raw_layout(source))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        stream: object = io.BytesIO(bytes(source))
+        label = "input data"
+    elif isinstance(source, (str, os.PathLike)):
+        stream = os.fspath(source)
+        label = str(stream)
+    else:
+        raise ImageError(f"cannot read an image from a {type(source).__name__}")
+    image = _open_lazily(stream, label, max_pixels)
+    with image:
+        # Image.open has only parsed the header: check the size before decoding any pixel.
+        _check_size(image.size, max_pixels)
+        notes = []
+        if getattr(image, "n_frames", 1) > 1:
+            notes.append(f"{image.n_frames} frames in the input: only the first is coded")
+        raw = _raw_layout(image)  # the decoder's tile list is gone after load()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image.load()
+        except Image.DecompressionBombError as error:
+            raise _bomb_error(error, max_pixels) from None
+        except _DECODE_ERRORS as error:
+            raise ImageError(f"cannot decode {label}: {_one_line(error)}") from None
+        return _from_pil(image, notes=notes, raw=raw)
+
+
+def _open_lazily(stream: object, label: str, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(stream)
+    except FileNotFoundError:
+        raise ImageError(f"no such file: {label}") from None
+    except IsADirectoryError:
+        raise ImageError(f"{label} is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{label} is not an image format Pillow can read") from None
+    except Image.DecompressionBombError as error:
+        raise _bomb_error(error, max_pixels) from None
+    except _DECODE_ERRORS as error:
+        raise ImageError(f"cannot read {label}: {_one_line(error)}") from None
+
+
+def _bomb_error(error: Exception, max_pixels: int | None) -> ImageError:
+    """Pillow's own guard fires inside ``Image.open``, before crdr sees the size.
+
+    It refuses more than ``2 * PIL.Image.MAX_IMAGE_PIXELS`` pixels. An image over ``max_pixels``
+    too gets crdr's message; otherwise Pillow's guard was the stricter one, and says so (crdr does
+    not change that global behind the caller's back).
+    """
+    match = re.search(r"\((\d+) pixels\)", str(error))
+    pixels = int(match.group(1)) if match else None
+    if max_pixels is not None and pixels is not None and pixels > max_pixels:
+        return ImageError(
+            f"image has {pixels} pixels, above the limit of {max_pixels}; "
+            "raise it with --max-pixels"
+        )
+    return ImageError(
+        f"Pillow's decompression-bomb guard refused the image ({_one_line(error)}); "
+        "raise PIL.Image.MAX_IMAGE_PIXELS to read it"
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def _check_size(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageError(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"image is {width}x{height} ({width * height} pixels), above the limit of "
+            f"{max_pixels}; raise it with --max-pixels"
+        )
+
+
+@dataclass(frozen=True)
+class _RawLayout:
+    """What the file stores, as opposed to the mode Pillow presents (read before ``load()``)."""
+
+    sixteen_bit: bool  # Pillow keeps only the high byte of 16-bit RGB(A)/LA samples, silently
+    grey: bool  # 16-bit grey+alpha PNGs open as RGBA; their raw mode still says LA
+
+
+def _raw_layout(image: Image.Image) -> _RawLayout:
+    sixteen_bit = grey = False
+    for tile in getattr(image, "tile", None) or ():
+        args = tile[3] if len(tile) > 3 else None
+        rawmode = args if isinstance(args, str) else (args[0] if args else None)
+        if not isinstance(rawmode, str):
+            continue
+        if ";16" in rawmode and image.mode in ("RGB", "RGBA", "LA"):
+            sixteen_bit = True
+        if rawmode.split(";")[0] in ("L", "LA"):
+            grey = True
+    return _RawLayout(sixteen_bit=sixteen_bit, grey=grey)
+
+
+def _from_pil(image: Image.Image, *, notes: list[str], raw: _RawLayout) -> SourceImage:
+    if raw.sixteen_bit:
+        notes.append(_SIXTEEN_BIT_NOTE)
+    try:
+        transposed = ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError as error:
+        raise _bomb_error(error, None) from None
+    except _DECODE_ERRORS as error:
+        notes.append(f"EXIF data unreadable ({_one_line(error)}): orientation not applied")
+        transposed = image
+    try:
+        grey, alpha, colour = _to_channels(transposed, notes, raw.grey)
+    except ImageError:
+        raise
+    except _DECODE_ERRORS as error:
+        raise ImageError(f"cannot convert a {image.mode} image: {_one_line(error)}") from None
+    rgb = np.repeat(grey[:, :, None], 3, axis=2) if colour is Colour.GREY else grey
+    if alpha is not None and bool(np.all(alpha == 255)):
+        notes.append("alpha channel is fully opaque and was dropped")
+        alpha = None
+    # Own, writable copies: np.asarray of a PIL image is read-only.
+    return SourceImage(
+        rgb=np.array(rgb, dtype=np.uint8, order="C"),
+        alpha=None if alpha is None else np.array(alpha, dtype=np.uint8, order="C"),
+        colour=colour,
+        notes=tuple(notes),
+    )
+
+
+def _to_channels(
+    image: Image.Image, notes: list[str], grey_raw: bool
+) -> tuple[np.ndarray, np.ndarray | None, Colour]:
+    """Pixels as (grey (H, W) | rgb (H, W, 3), alpha | None, colour), all uint8."""
+    mode = image.mode
+    if mode == "1":
+        return np.asarray(image.convert("L")), None, Colour.GREY
+    if mode == "L" and "transparency" in image.info:
+        mode = "LA"  # a PNG tRNS grey level: Pillow's convert turns it into an alpha channel
+    if mode == "RGB" and "transparency" in image.info:
+        mode = "RGBA"
+    if mode == "L":
+        return np.asarray(image), None, Colour.GREY
+    if mode in ("LA", "La"):
+        pixels = np.asarray(image.convert("LA"))
+        return pixels[:, :, 0], pixels[:, :, 1], Colour.GREY
+    if mode.startswith("I;16"):
+        notes.append(_SIXTEEN_BIT_NOTE)
+        return _reduce_sixteen_bit(np.asarray(image).astype(np.int64)), None, Colour.GREY
+    if mode == "I":
+        return _reduce_int32(np.asarray(image).astype(np.int64), notes), None, Colour.GREY
+    if mode == "F":
+        return _reduce_float(np.asarray(image), notes), None, Colour.GREY
+    if mode in ("P", "PA"):
+        if mode == "PA" or image.has_transparency_data:
+            pixels = np.asarray(image.convert("RGBA"))
+            return pixels[:, :, :3], pixels[:, :, 3], Colour.RGB
+        return np.asarray(image.convert("RGB")), None, Colour.RGB
+    if mode in ("RGBA", "RGBa"):
+        pixels = np.asarray(image.convert("RGBA"))
+        if grey_raw:
+            return pixels[:, :, 0], pixels[:, :, 3], Colour.GREY
+        return pixels[:, :, :3], pixels[:, :, 3], Colour.RGB
+    if mode == "RGB":
+        return np.asarray(image), None, Colour.RGB
+    if mode == "CMYK":
+        notes.append("CMYK input converted to RGB without a colour profile")
+    try:
+        converted = image.convert("RGB")
+    except (ValueError, OSError, KeyError) as error:
+        raise ImageError(f"unsupported image mode {mode}: {_one_line(error)}") from None
+    return np.asarray(converted), None, Colour.RGB
+
+
+def _reduce_sixteen_bit(values: np.ndarray) -> np.ndarray:
+    """0..65535 -> 0..255 by rounding v / 257 (65535 -> 255, 128 -> 0, 129 -> 1)."""
+    values = np.clip(values, 0, 65535)
+    return ((values * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _reduce_int32(values: np.ndarray, notes: list[str]) -> np.ndarray:
+    """32-bit integer grey: 0..255 is taken as 8-bit, anything larger as 16-bit (clipped)."""
+    if values.size and values.min() >= 0 and values.max() <= 255:
+        notes.append("32-bit integer input with values in 0..255 used as 8-bit")
+        return values.astype(np.uint8)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        notes.append("32-bit integer input clipped to 0..65535 and reduced to 8 bits")
+    else:
+        notes.append("32-bit integer input treated as 16-bit and reduced to 8 bits")
+    return _reduce_sixteen_bit(values)
+
+
+def _reduce_float(values: np.ndarray, notes: list[str]) -> np.ndarray:
+    """32-bit float grey: [0, 1] is scaled by 255, anything else clipped to [0, 255]; NaN -> 0."""
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    if values.size and values.min() >= 0.0 and values.max() <= 1.0:
+        notes.append("32-bit float input in [0, 1] scaled to 8 bits")
+        values = values * 255.0
+    else:
+        notes.append("32-bit float input clipped to [0, 255] and rounded to 8 bits")
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def to_model_input(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> x: (1, 3, H, W) float32 = 2 * (u8 / 255) - 1, in that order in float32.
+
+    Bit-identical to torchvision ``ToTensor`` + ``Normalize(0.5, 0.5)``, the authors' input
+    (spec §11).
+    """
+    _check_rgb(rgb)
+    if not (rgb.flags.c_contiguous and rgb.flags.writeable):
+        rgb = np.array(rgb, order="C")  # torch.from_numpy warns on read-only arrays
+    pixels = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
+    x = pixels.to(torch.float32) / 255.0
+    return (2.0 * x - 1.0).contiguous()
+
+
+def _check_rgb(rgb: np.ndarray) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.shape[2:] != (3,):
+        raise ParameterError(
+            f"expected an (H, W, 3) uint8 array, got {getattr(rgb, 'shape', None)} "
+            f"{getattr(rgb, 'dtype', type(rgb).__name__)}"
+        )
+
+
+def from_model_output(x_hat: torch.Tensor) -> np.ndarray:
+    """x_hat: (1, 3, H, W) in [-1, 1] -> (H, W, 3) uint8 = clamp(round((x_hat + 1) / 2 * 255)).
+
+    Computed in float32 in that order; rounding is half to even. The authors truncate instead
+    (spec §11), which darkens by half a level on average; crdr rounds. NaN becomes 0 (mid grey).
+    """
+    if not isinstance(x_hat, torch.Tensor) or x_hat.ndim != 4 or x_hat.shape[:2] != (1, 3):
+        raise ParameterError(
+            f"expected a (1, 3, H, W) tensor, got {tuple(getattr(x_hat, 'shape', ()))}"
+        )
+    x = torch.nan_to_num(x_hat.detach().to(device="cpu", dtype=torch.float32), nan=0.0)
+    levels = torch.round((x + 1.0) / 2.0 * 255.0).clamp_(0.0, 255.0)
+    return levels.to(torch.uint8)[0].permute(1, 2, 0).contiguous().numpy()
+
+
+def to_pil(rgb: np.ndarray, alpha: np.ndarray | None, colour: Colour) -> Image.Image:
+    """Rebuild the output image: L / LA for GREY, RGB / RGBA for RGB.
+
+    GREY takes the rounded mean of the three decoded channels (exact for equal channels).
+    """
+    _check_rgb(rgb)
+    if alpha is not None and (
+        not isinstance(alpha, np.ndarray) or alpha.dtype != np.uint8 or alpha.shape != rgb.shape[:2]
+    ):
+        raise ParameterError(
+            f"alpha must be an {rgb.shape[:2]} uint8 array, got {getattr(alpha, 'shape', None)}"
+        )
+    if colour is Colour.GREY:
+        # s / 3 has fractional part 0, 1/3 or 2/3, so (s + 1) // 3 rounds to nearest without ties.
+        total = rgb.astype(np.uint16).sum(axis=2)
+        channels = ((total + 1) // 3).astype(np.uint8)
+        if alpha is None:
+            return Image.fromarray(channels, mode="L")
+        return Image.fromarray(np.stack([channels, alpha], axis=2), mode="LA")
+    if colour is not Colour.RGB:
+        raise ParameterError(f"colour must be a Colour, got {colour!r}")
+    if alpha is None:
+        return Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
+    return Image.fromarray(np.concatenate([rgb, alpha[:, :, None]], axis=2), mode="RGBA")
+
+
+def encode_alpha(alpha: np.ndarray) -> bytes:
+    """Lossless alpha payload: the PNG bytes of an L image (deterministic for a given Pillow)."""
+    if not isinstance(alpha, np.ndarray) or alpha.dtype != np.uint8 or alpha.ndim != 2:
+        raise ParameterError(
+            f"alpha must be an (H, W) uint8 array, got {getattr(alpha, 'shape', None)}"
+        )
+    buffer = io.BytesIO()
+    image = Image.fromarray(np.ascontiguousarray(alpha), mode="L")
+    image.save(buffer, format="PNG", compress_level=9)
+    return buffer.getvalue()
+
+
+def decode_alpha(data: bytes, width: int, height: int) -> np.ndarray:
+    """Inverse of :func:`encode_alpha`; the PNG's size is checked before its pixels are decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(bytes(data)), formats=["PNG"]) as image:
+                if image.size != (width, height):
+                    raise FormatError(
+                        f"alpha segment is {image.size[0]}x{image.size[1]}, "
+                        f"expected {width}x{height}"
+                    )
+                if image.mode != "L":
+                    raise FormatError(f"alpha segment has mode {image.mode}, expected L")
+                image.load()
+                alpha = np.array(image, dtype=np.uint8)
+    except FormatError:
+        raise
+    except Image.DecompressionBombError:
+        raise FormatError(
+            f"alpha segment declares an image far larger than {width}x{height}"
+        ) from None
+    except UnidentifiedImageError:
+        raise FormatError("alpha segment is not a valid PNG") from None
+    except _DECODE_ERRORS as error:
+        raise FormatError(f"alpha segment is corrupt: {_one_line(error)}") from None
+    return alpha
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, *, force: bool) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    The bytes go to a temporary file in the same directory, are fsynced, then moved into place
+    (``os.replace``; without ``force`` a hard link, which refuses an existing target atomically).
+    Raises OutputExistsError if ``path`` exists and not ``force``; the temporary is always removed.
+    """
+    path = os.fspath(path)
+    if not force and os.path.lexists(path):
+        raise OutputExistsError(f"{path} exists (use --force to overwrite)")
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = _create_temporary(directory, os.path.basename(path))
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if force:
+            os.replace(temporary, path)
+        else:
+            _move_without_overwrite(temporary, path)
+    finally:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+
+
+def _create_temporary(directory: str, name: str) -> str:
+    # os.open with 0o666 lets the umask set the final permissions (mkstemp would force 0o600).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        candidate = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(candidate, flags, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise OSError(f"cannot create a temporary file in {directory}")
+
+
+def _move_without_overwrite(temporary: str, path: str) -> None:
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise OutputExistsError(f"{path} exists (use --force to overwrite)") from None
+    except OSError:
+        # Filesystems without hard links: fall back to check-then-replace (a small race).
+        if os.path.lexists(path):
+            raise OutputExistsError(f"{path} exists (use --force to overwrite)") from None
+        os.replace(temporary, path)
+        return
+    os.unlink(temporary)
+
+
+def save_png_atomic(image: Image.Image, path: str | os.PathLike, *, force: bool) -> None:
+    """Encode ``image`` as PNG in memory, then :func:`write_atomic` it."""
+    if not force and os.path.lexists(os.fspath(path)):
+        raise OutputExistsError(f"{os.fspath(path)} exists (use --force to overwrite)")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue(), force=force)

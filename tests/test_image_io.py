@@ -1,0 +1,479 @@
+"""Tests of image reading (modes, EXIF, limits, bad files), tensor conversion and atomic writes."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from crdr import image_io
+from crdr.bitstream import Colour
+from crdr.errors import FormatError, ImageError, OutputExistsError, ParameterError
+from crdr.image_io import (
+    decode_alpha,
+    encode_alpha,
+    from_model_output,
+    load_image,
+    save_png_atomic,
+    to_model_input,
+    to_pil,
+    write_atomic,
+)
+
+
+def random_u8(shape, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def encoded(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def png_with_size(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims width x height but whose pixel data is a 1x1 image's."""
+    data = bytearray(encoded(Image.new("L", (1, 1))))
+    struct.pack_into(">II", data, 16, width, height)
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+# --------------------------------------------------------------------------------------------------
+# Modes
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (5, 3), (17, 2)])
+def test_rgb_png_loads_pixel_exact(size, tmp_path):
+    pixels = random_u8((size[1], size[0], 3))
+    path = tmp_path / "rgb.png"
+    Image.fromarray(pixels, "RGB").save(path)
+    source = load_image(path)
+    assert source.rgb.dtype == np.uint8 and source.rgb.shape == pixels.shape
+    assert np.array_equal(source.rgb, pixels)
+    assert source.alpha is None and source.colour is Colour.RGB and source.notes == ()
+
+
+def test_path_bytes_and_pil_inputs_give_the_same_image(tmp_path):
+    pixels = random_u8((5, 3, 3), seed=1)
+    path = tmp_path / "rgb.png"
+    Image.fromarray(pixels, "RGB").save(path)
+    from_path = load_image(str(path))
+    from_bytes = load_image(path.read_bytes())
+    from_pil = load_image(Image.open(path))
+    for source in (from_bytes, from_pil):
+        assert np.array_equal(source.rgb, from_path.rgb) and source.colour is from_path.colour
+
+
+def test_grey_l_is_grey_with_three_equal_channels():
+    pixels = random_u8((5, 3), seed=2)
+    source = load_image(encoded(Image.fromarray(pixels, "L")))
+    assert source.colour is Colour.GREY and source.alpha is None
+    for channel in range(3):
+        assert np.array_equal(source.rgb[:, :, channel], pixels)
+
+
+def test_la_keeps_alpha_and_grey():
+    pixels = random_u8((5, 3, 2), seed=3)
+    source = load_image(encoded(Image.fromarray(pixels, "LA")))
+    assert source.colour is Colour.GREY
+    assert np.array_equal(source.rgb[:, :, 1], pixels[:, :, 0])
+    assert np.array_equal(source.alpha, pixels[:, :, 1])
+
+
+def test_rgba_keeps_alpha():
+    pixels = random_u8((3, 5, 4), seed=4)
+    source = load_image(encoded(Image.fromarray(pixels, "RGBA")))
+    assert source.colour is Colour.RGB
+    assert np.array_equal(source.rgb, pixels[:, :, :3])
+    assert np.array_equal(source.alpha, pixels[:, :, 3])
+
+
+def test_fully_opaque_alpha_is_dropped():
+    pixels = random_u8((3, 5, 4), seed=5)
+    pixels[:, :, 3] = 255
+    source = load_image(encoded(Image.fromarray(pixels, "RGBA")))
+    assert source.alpha is None
+    assert np.array_equal(source.rgb, pixels[:, :, :3])
+    assert any("opaque" in note for note in source.notes)
+
+
+def test_palette_without_transparency_is_rgb():
+    image = Image.fromarray(random_u8((5, 3, 3), seed=6), "RGB").quantize(colors=8)
+    source = load_image(encoded(image))
+    assert source.colour is Colour.RGB and source.alpha is None
+    assert np.array_equal(source.rgb, np.asarray(image.convert("RGB")))
+
+
+def test_palette_with_transparency_gets_alpha():
+    image = Image.new("P", (3, 5), 1)
+    image.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    image.putpixel((0, 0), 0)
+    source = load_image(encoded(image, transparency=0))
+    assert source.alpha is not None and source.alpha[0, 0] == 0 and source.alpha[1, 1] == 255
+    assert tuple(source.rgb[1, 1]) == (200, 100, 50)
+
+
+def test_rgb_png_with_transparent_colour_gets_alpha():
+    pixels = np.full((3, 5, 3), 9, dtype=np.uint8)
+    pixels[0, 0] = (1, 2, 3)
+    source = load_image(encoded(Image.fromarray(pixels, "RGB"), transparency=(1, 2, 3)))
+    assert source.colour is Colour.RGB
+    assert source.alpha[0, 0] == 0 and int(source.alpha.sum()) == 255 * 14
+
+
+def test_bilevel_is_grey_zero_or_255():
+    image = Image.new("1", (3, 5), 0)
+    image.putpixel((1, 2), 1)
+    source = load_image(encoded(image))
+    assert source.colour is Colour.GREY
+    assert source.rgb[2, 1, 0] == 255 and int(source.rgb.sum()) == 3 * 255
+
+
+def test_sixteen_bit_grey_png_is_reduced_by_rounding_with_note():
+    values = np.array([[0, 128, 129, 257, 32896, 65535]], dtype=np.uint16)
+    source = load_image(encoded(Image.fromarray(values)))
+    assert source.colour is Colour.GREY
+    assert source.rgb[0, :, 0].tolist() == [0, 0, 1, 1, 128, 255]
+    assert "16-bit input reduced to 8 bits" in source.notes
+
+
+def test_big_endian_sixteen_bit_grey_image_is_reduced():
+    values = np.array([[0, 65535, 257 * 7]], dtype=">u2")
+    image = Image.frombytes("I;16B", (3, 1), values.tobytes())
+    source = load_image(image)
+    assert source.rgb[0, :, 0].tolist() == [0, 255, 7]
+    assert "16-bit input reduced to 8 bits" in source.notes
+
+
+def test_sixteen_bit_rgb_png_is_noted():
+    imagecodecs = pytest.importorskip("imagecodecs")
+    pixels = np.full((3, 5, 3), 257 * 40, dtype=np.uint16)
+    source = load_image(imagecodecs.png_encode(pixels))
+    assert source.colour is Colour.RGB
+    assert int(source.rgb.min()) == int(source.rgb.max()) == 40
+    assert "16-bit input reduced to 8 bits" in source.notes
+
+
+def test_sixteen_bit_grey_alpha_png_stays_grey():
+    imagecodecs = pytest.importorskip("imagecodecs")
+    pixels = np.zeros((3, 5, 2), dtype=np.uint16)
+    pixels[:, :, 0] = 257 * 90
+    pixels[0, 0, 1] = 65535
+    source = load_image(imagecodecs.png_encode(pixels))
+    assert source.colour is Colour.GREY
+    assert source.alpha is not None and source.alpha[0, 0] == 255 and source.alpha[1, 1] == 0
+    assert int(source.rgb.min()) == int(source.rgb.max()) == 90
+
+
+def test_int32_image_with_sixteen_bit_values_is_reduced():
+    values = np.array([[0, 65535, 257 * 3]], dtype=np.int32)
+    source = load_image(Image.fromarray(values, "I"))
+    assert source.rgb[0, :, 0].tolist() == [0, 255, 3]
+    assert any("treated as 16-bit" in note for note in source.notes)
+
+
+def test_int32_image_with_eight_bit_values_is_kept():
+    values = np.array([[0, 255, 17]], dtype=np.int32)
+    source = load_image(Image.fromarray(values, "I"))
+    assert source.rgb[0, :, 0].tolist() == [0, 255, 17]
+    assert source.colour is Colour.GREY
+
+
+def test_float_image_in_unit_range_is_scaled():
+    values = np.array([[0.0, 0.5, 1.0, np.nan]], dtype=np.float32)
+    source = load_image(Image.fromarray(values, "F"))
+    assert source.rgb[0, :, 0].tolist() == [0, 128, 255, 0]
+    assert any("float" in note for note in source.notes)
+
+
+def test_cmyk_is_converted_to_rgb_with_note():
+    image = Image.new("CMYK", (3, 5), (0, 255, 255, 0))
+    source = load_image(encoded(image, "TIFF"))
+    assert source.colour is Colour.RGB
+    assert tuple(source.rgb[0, 0]) == (255, 0, 0)
+    assert any("CMYK" in note for note in source.notes)
+
+
+@pytest.mark.parametrize("mode", ["YCbCr", "RGBX", "HSV", "RGBa", "La", "PA", "I;16L", "I;16N"])
+def test_other_pillow_modes_load_as_8_bit_rgb(mode):
+    source = load_image(Image.new(mode, (3, 5)))
+    assert source.rgb.shape == (5, 3, 3) and source.rgb.dtype == np.uint8
+
+
+def test_ycbcr_image_converts_to_its_rgb_colours():
+    image = Image.new("RGB", (3, 5), (10, 200, 30)).convert("YCbCr")
+    source = load_image(image)
+    assert source.colour is Colour.RGB
+    assert np.array_equal(source.rgb, np.asarray(image.convert("RGB")))
+
+
+def test_multi_frame_gif_uses_first_frame_with_note():
+    frames = [Image.new("RGB", (3, 5), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    data = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    source = load_image(data)
+    assert tuple(source.rgb[0, 0]) == (255, 0, 0)
+    assert any("2 frames" in note for note in source.notes)
+
+
+def test_exif_orientation_6_is_applied(tmp_path):
+    pixels = random_u8((3, 5, 3), seed=7)  # stored 5 wide, 3 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / "rotated.png"
+    Image.fromarray(pixels, "RGB").save(path, exif=exif.tobytes())
+    source = load_image(path)
+    assert source.rgb.shape == (5, 3, 3)
+    assert np.array_equal(source.rgb, np.rot90(pixels, k=-1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Limits and bad input
+
+
+def test_size_limit_is_checked_before_decoding_pixels():
+    # The IHDR claims 100000 x 100000 over a 1x1 image's data: only a header check says "limit".
+    with pytest.raises(ImageError, match="--max-pixels"):
+        load_image(png_with_size(100_000, 100_000))
+
+
+def test_size_limit_counts_pixels_exactly():
+    data = encoded(Image.new("RGB", (3, 5)))
+    with pytest.raises(ImageError, match="--max-pixels"):
+        load_image(data, max_pixels=14)
+    assert load_image(data, max_pixels=15).rgb.shape == (5, 3, 3)
+    with pytest.raises(ImageError, match="--max-pixels"):
+        load_image(Image.new("RGB", (3, 5)), max_pixels=14)
+
+
+def test_pillow_decompression_bomb_guard_becomes_image_error(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4)  # Pillow refuses > 8 pixels
+    data = encoded(Image.new("RGB", (3, 5)))
+    with pytest.raises(ImageError, match="decompression-bomb"):
+        load_image(data, max_pixels=100)
+    with pytest.raises(ImageError, match="15 pixels, above the limit of 6; raise it with --max"):
+        load_image(data, max_pixels=6)
+
+
+def test_truncated_png_is_image_error():
+    data = encoded(Image.fromarray(random_u8((40, 40, 3), seed=8), "RGB"))
+    with pytest.raises(ImageError):
+        load_image(data[: len(data) // 2])
+
+
+def test_non_image_bytes_are_image_error():
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(b"this is not an image at all")
+
+
+def test_missing_file_is_image_error(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_directory_is_image_error(tmp_path):
+    with pytest.raises(ImageError):
+        load_image(tmp_path)
+
+
+def test_unsupported_source_type_is_image_error():
+    with pytest.raises(ImageError):
+        load_image(12345)  # type: ignore[arg-type]
+
+
+def test_image_errors_are_one_line():
+    for data in (b"junk", png_with_size(100_000, 100_000)):
+        with pytest.raises(ImageError) as caught:
+            load_image(data)
+        assert "\n" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tensor conversion
+
+
+def test_to_model_input_matches_to_tensor_normalize_bit_exactly():
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    rgb = np.stack([levels, levels[::-1], levels.T], axis=2)
+    x = to_model_input(rgb)
+    assert x.shape == (1, 3, 16, 16) and x.dtype == torch.float32 and x.is_contiguous()
+    as_tensor = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)  # ToTensor
+    normalised = (as_tensor - 0.5) / 0.5  # Normalize(0.5, 0.5)
+    assert torch.equal(x[0], normalised)
+    expected = 2 * (rgb.astype(np.float32) / np.float32(255)) - np.float32(1)
+    assert np.array_equal(x[0].permute(1, 2, 0).numpy(), expected)
+
+
+def test_model_output_round_trip_is_exact_for_every_level():
+    rgb = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    assert np.array_equal(from_model_output(to_model_input(rgb)), rgb)
+
+
+def test_from_model_output_rounds_half_to_even_and_clamps():
+    values = torch.tensor([-3.0, -1.0, 1.0, 2.0, float("nan")])
+    scaled = (torch.tensor([0.5, 1.5, 2.5, 254.5]) / 255.0) * 2.0 - 1.0
+    x = torch.cat([values, scaled]).reshape(1, 1, 1, 9).repeat(1, 3, 1, 1)
+    result = from_model_output(x)
+    assert result.shape == (1, 9, 3) and result.dtype == np.uint8
+    expected_scaled = torch.round((scaled + 1.0) / 2.0 * 255.0).to(torch.uint8).tolist()
+    assert result[0, :5, 0].tolist() == [0, 0, 255, 255, 128]
+    assert result[0, 5:, 0].tolist() == expected_scaled
+
+
+def test_from_model_output_rounds_where_authors_truncate():
+    x = torch.full((1, 3, 1, 1), 2 * (100.75 / 255) - 1, dtype=torch.float32)
+    assert from_model_output(x)[0, 0, 0] == 101
+
+
+def test_to_model_input_accepts_read_only_arrays_without_warning():
+    rgb = random_u8((5, 3, 3), seed=15)
+    rgb.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = to_model_input(rgb)
+    assert x.shape == (1, 3, 5, 3)
+
+
+def test_loaded_arrays_are_writable_copies():
+    source = load_image(encoded(Image.fromarray(random_u8((5, 3, 4), seed=16), "RGBA")))
+    assert source.rgb.flags.writeable and source.alpha.flags.writeable
+
+
+def test_tensor_helpers_refuse_wrong_shapes():
+    with pytest.raises(ParameterError):
+        to_model_input(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ParameterError):
+        to_model_input(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ParameterError):
+        from_model_output(torch.zeros(3, 4, 4))
+
+
+# --------------------------------------------------------------------------------------------------
+# Output images and alpha
+
+
+def test_to_pil_rebuilds_each_mode():
+    rgb = random_u8((5, 3, 3), seed=9)
+    alpha = random_u8((5, 3), seed=10)
+    assert to_pil(rgb, None, Colour.RGB).mode == "RGB"
+    assert np.array_equal(np.asarray(to_pil(rgb, alpha, Colour.RGB)), np.dstack([rgb, alpha]))
+    grey = rgb[:, :, :1].repeat(3, axis=2)
+    assert np.array_equal(np.asarray(to_pil(grey, None, Colour.GREY)), rgb[:, :, 0])
+    la = to_pil(grey, alpha, Colour.GREY)
+    assert la.mode == "LA" and np.array_equal(np.asarray(la)[:, :, 1], alpha)
+
+
+def test_to_pil_grey_is_rounded_channel_mean():
+    rgb = np.array([[[10, 11, 11], [0, 0, 1], [255, 255, 254], [1, 2, 3]]], dtype=np.uint8)
+    assert np.asarray(to_pil(rgb, None, Colour.GREY))[0].tolist() == [11, 0, 255, 2]
+
+
+def test_to_pil_refuses_mismatched_alpha():
+    with pytest.raises(ParameterError):
+        to_pil(np.zeros((5, 3, 3), np.uint8), np.zeros((3, 5), np.uint8), Colour.RGB)
+
+
+def test_load_then_to_pil_round_trips_every_kind():
+    for mode, channels in (("L", None), ("LA", 2), ("RGB", 3), ("RGBA", 4)):
+        shape = (5, 3) if channels is None else (5, 3, channels)
+        original = Image.fromarray(random_u8(shape, seed=11), mode)
+        source = load_image(encoded(original))
+        rebuilt = to_pil(source.rgb, source.alpha, source.colour)
+        assert rebuilt.mode == mode and np.array_equal(np.asarray(rebuilt), np.asarray(original))
+
+
+def test_alpha_round_trips_losslessly():
+    alpha = random_u8((5, 3), seed=12)
+    data = encode_alpha(alpha)
+    assert data.startswith(b"\x89PNG")
+    assert np.array_equal(decode_alpha(data, 3, 5), alpha)
+
+
+def test_decode_alpha_refuses_wrong_size():
+    with pytest.raises(FormatError, match="expected 5x3"):
+        decode_alpha(encode_alpha(random_u8((5, 3))), 5, 3)
+
+
+def test_decode_alpha_refuses_corrupt_or_foreign_data():
+    data = encode_alpha(random_u8((40, 40), seed=13))
+    for bad in (b"", b"garbage", data[: len(data) // 2], encoded(Image.new("RGB", (40, 40)))):
+        with pytest.raises(FormatError):
+            decode_alpha(bad, 40, 40)
+
+
+def test_decode_alpha_checks_size_before_decoding():
+    # The pixel data is a 1x1 image's: decoding it first would fail with another message.
+    with pytest.raises(FormatError, match="is 1000x1000, expected 1x1"):
+        decode_alpha(png_with_size(1000, 1000), 1, 1)
+    with pytest.raises(FormatError, match="far larger than 1x1"):
+        decode_alpha(png_with_size(100_000, 100_000), 1, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def test_write_atomic_writes_and_refuses_existing_without_force(tmp_path):
+    path = tmp_path / "out.crdr"
+    write_atomic(path, b"first", force=False)
+    assert path.read_bytes() == b"first"
+    with pytest.raises(OutputExistsError, match="--force"):
+        write_atomic(path, b"second", force=False)
+    assert path.read_bytes() == b"first"
+    write_atomic(path, b"second", force=True)
+    assert path.read_bytes() == b"second"
+    assert os.listdir(tmp_path) == ["out.crdr"]
+
+
+def test_write_atomic_removes_temporary_and_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "out.crdr"
+    path.write_bytes(b"old")
+
+    def failing_replace(source, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(image_io.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, b"new", force=True)
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.crdr"]
+
+
+def test_write_atomic_without_hard_links_still_refuses_existing(tmp_path, monkeypatch):
+    def no_links(source, target):
+        raise OSError("links not supported")
+
+    monkeypatch.setattr(image_io.os, "link", no_links)
+    path = tmp_path / "out.bin"
+    write_atomic(path, b"data", force=False)
+    assert path.read_bytes() == b"data"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_write_atomic_file_permissions_follow_umask(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "out", b"x", force=False)
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o644
+
+
+def test_save_png_atomic_writes_readable_png_and_respects_force(tmp_path):
+    image = Image.fromarray(random_u8((5, 3, 4), seed=14), "RGBA")
+    path = tmp_path / "out.png"
+    save_png_atomic(image, path, force=False)
+    with Image.open(path) as reread:
+        assert np.array_equal(np.asarray(reread), np.asarray(image))
+    with pytest.raises(OutputExistsError):
+        save_png_atomic(image, path, force=False)
+    save_png_atomic(Image.new("L", (1, 1)), path, force=True)
+    with Image.open(path) as reread:
+        assert reread.size == (1, 1)
