@@ -122,7 +122,8 @@ def infer_config(state: dict[str, Tensor], max_beta: float = 5.12) -> ModelConfi
         values["beta_condition_channels"] = _shape(state, "decoder.mlp.0.weight", 0)
         values["fourier_frequencies"] = _shape(state, "decoder.mlp.0.weight", 1) // 2
     if "entropy_model_y.scale_bound" in state:
-        values["scale_bound"] = float(state["entropy_model_y.scale_bound"].reshape(-1)[0])
+        # stored as float32 (0.10999999940395355): round back to the decimal it came from
+        values["scale_bound"] = round(float(state["entropy_model_y.scale_bound"].reshape(-1)[0]), 6)
     return ModelConfig(**values)
 
 

@@ -1,0 +1,218 @@
+"""The codec on real images: round trips, modes, tiling, targets, determinism, hostile files."""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from crdr import bitstream, codec
+from crdr.errors import CrdrError, FormatError, ModelMismatchError, ParameterError
+
+
+def _photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx * 3 + yy, 128 + 60 * np.sin(xx / 5.0), yy * 2], axis=-1)
+    return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (65, 17), (130, 70)])
+def test_round_trip_keeps_size_for_any_dimensions(tiny_model, size):
+    width, height = size
+    data = codec.compress(_photo(width, height), q=2.0, model=tiny_model)
+    image = codec.decompress(data, beta=0.0, model=tiny_model)
+    assert image.size == (width, height) and image.mode == "RGB"
+
+
+def test_q_is_stored_exactly_not_on_a_grid(tiny_model):
+    data = codec.compress(_photo(40, 30), q=1.2345678, model=tiny_model)
+    assert bitstream.unpack(data).header.q == 1.2345678
+
+
+def test_beta_changes_pixels_but_not_the_file(tiny_model):
+    data = codec.compress(_photo(64, 64), q=1.0, model=tiny_model)
+    faithful = np.asarray(codec.decompress(data, beta=0.0, model=tiny_model))
+    realistic = np.asarray(codec.decompress(data, beta=5.12, model=tiny_model))
+    assert not np.array_equal(faithful, realistic)
+
+
+def test_grey_and_alpha_come_back_as_grey_and_exact_alpha(tiny_model):
+    grey = Image.fromarray(_photo(20, 12)[:, :, 0], "L")
+    assert codec.decompress(codec.compress(grey, q=1.0, model=tiny_model), model=tiny_model).mode == "L"
+    rgba = np.dstack([_photo(20, 12), np.arange(240, dtype=np.uint8).reshape(12, 20)])
+    decoded = codec.decompress(codec.compress(Image.fromarray(rgba, "RGBA"), q=1.0, model=tiny_model), model=tiny_model)
+    assert decoded.mode == "RGBA"
+    assert np.array_equal(np.asarray(decoded)[:, :, 3], rgba[:, :, 3])
+
+
+def test_tiled_coding_reassembles_the_image(tiny_model):
+    rgb = _photo(150, 70)
+    source = codec._load(rgb, bitstream.DEFAULT_MAX_PIXELS)
+    tiled = codec.encode_at(source, 2.0, tiny_model, tile_size=64)
+    header = bitstream.unpack(tiled).header
+    assert header.tile_size == 64 and bitstream.tile_count(150, 70, 64) == 6
+    image = codec.decompress(tiled, model=tiny_model)
+    assert image.size == (150, 70)
+    whole = codec.decompress(codec.encode_at(source, 2.0, tiny_model, tile_size=0), model=tiny_model)
+    # Tiles are coded independently, so the top-left tile differs only through its padding.
+    assert np.asarray(image).shape == np.asarray(whole).shape
+
+
+def test_target_size_never_exceeds_and_lands_close(tiny_model):
+    rgb = _photo(128, 96)
+    smallest = len(codec.compress(rgb, q=0.0, model=tiny_model))
+    largest = len(codec.compress(rgb, q=4.0, model=tiny_model))
+    target = (smallest + largest) // 2
+    result = codec.encode(rgb, target_size=target, model=tiny_model)
+    assert len(result.data) <= target
+    assert len(result.data) >= 0.97 * target or result.q in (0.0, 4.0) or largest - smallest < 50
+
+
+def test_target_below_smallest_file_is_a_clear_error(tiny_model):
+    with pytest.raises(ParameterError, match="smallest file"):
+        codec.encode(_photo(64, 64), target_size=10, model=tiny_model)
+
+
+def test_target_above_largest_file_returns_top_quality_with_a_note(tiny_model):
+    result = codec.encode(_photo(32, 32), target_size=10**7, model=tiny_model)
+    assert result.q == 4.0 and any("exceeds" in note for note in result.notes)
+
+
+def test_target_bpp_matches_target_size(tiny_model):
+    rgb = _photo(64, 64)
+    result = codec.encode(rgb, target_bpp=3.0, model=tiny_model)
+    assert result.bpp <= 3.0
+
+
+def test_out_of_range_quality_is_refused(tiny_model):
+    with pytest.raises(ParameterError):
+        codec.compress(_photo(8, 8), q=4.5, model=tiny_model)
+    data = codec.compress(_photo(8, 8), q=1.0, model=tiny_model)
+    with pytest.raises(ParameterError):
+        codec.decompress(data, beta=6.0, model=tiny_model)
+
+
+def test_file_from_another_model_is_refused(tiny_model):
+    import copy
+
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        other.decoder.conv4.bias.add_(0.1)
+    del other.model_id
+    data = codec.compress(_photo(16, 16), q=1.0, model=other)
+    with pytest.raises(ModelMismatchError):
+        codec.decompress(data, model=tiny_model)
+
+
+DETERMINISM_SCRIPT = """
+import sys, torch, numpy as np
+torch.set_num_threads(int(sys.argv[1]))
+from crdr import codec
+model = codec.get_model(sys.argv[2])
+if sys.argv[3] == "encode":
+    rng = np.random.default_rng(1)
+    rgb = (rng.random((70, 90, 3)) * 255).astype(np.uint8)
+    sys.stdout.buffer.write(codec.compress(rgb, q=2.3, model=model))
+else:
+    data = open(sys.argv[4], "rb").read()
+    sys.stdout.buffer.write(np.asarray(codec.decompress(data, beta=2.0, model=model)).tobytes())
+"""
+
+
+def test_decode_ignores_thread_count(tmp_path, vectors_dir):
+    weights = str(vectors_dir / "official_tiny.pth.tar")
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-c", DETERMINISM_SCRIPT, *args], check=True, capture_output=True
+        ).stdout
+
+    encoded = {threads: run(str(threads), weights, "encode") for threads in (1, 2)}
+    assert encoded[1] == encoded[2]
+    (tmp_path / "f.crdr").write_bytes(encoded[2])
+    decoded = {threads: run(str(threads), weights, "decode", str(tmp_path / "f.crdr")) for threads in (1, 2)}
+    assert decoded[1] == decoded[2]
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_hostile_files_raise_crdr_errors_never_crash(tiny_model):
+    """Seeded mutations of a valid file, CRC fixed up so payload damage reaches the rANS decoder."""
+    rng = random.Random(1234)
+    valid = codec.compress(_photo(24, 20), q=3.0, model=tiny_model)
+    body = valid[:-4]
+    deadline = time.monotonic() + 20
+    outcomes = {"ok": 0, "error": 0}
+    for trial in range(400):
+        mutated = bytearray(body)
+        kind = trial % 4
+        if kind == 0:
+            for _ in range(rng.randint(1, 8)):
+                position = rng.randrange(40, len(mutated))
+                mutated[position] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            mutated = mutated[: rng.randrange(len(mutated))]
+        elif kind == 2:
+            position = rng.randrange(40, len(mutated))
+            mutated[position:] = bytes(rng.randrange(256) for _ in range(len(mutated) - position))
+        else:
+            mutated = bytearray(rng.randbytes(rng.randrange(0, 200)))
+        data = _with_crc(bytes(mutated)) if rng.random() < 0.8 else bytes(mutated)
+        try:
+            codec.decompress(data, model=tiny_model)
+            outcomes["ok"] += 1
+        except CrdrError:
+            outcomes["error"] += 1
+        assert time.monotonic() < deadline, "decoder fuzzing took too long (hang?)"
+    assert outcomes["ok"] > 0 and outcomes["error"] > 0
+
+
+def test_official_files_with_damaged_payloads_do_not_crash(tiny_model, vectors_dir):
+    rng = random.Random(99)
+    valid = (vectors_dir / "q1.5.bin").read_bytes()
+    for _ in range(150):
+        mutated = bytearray(valid)
+        for _ in range(rng.randint(1, 6)):
+            position = rng.randrange(14, len(mutated))
+            mutated[position] = rng.randrange(256)
+        try:
+            codec.decompress(bytes(mutated), model=tiny_model)
+        except CrdrError:
+            pass
+
+
+def test_truncated_and_wrong_magic_files_raise_format_error(tiny_model):
+    data = codec.compress(_photo(16, 16), q=1.0, model=tiny_model)
+    with pytest.raises(FormatError):
+        codec.decompress(data[:-10], model=tiny_model)
+    with pytest.raises(FormatError):
+        codec.decompress(b"JUNK" + data[4:], model=tiny_model)
+
+
+def test_huge_claimed_dimensions_are_refused_before_allocation(tiny_model):
+    data = bytearray(codec.compress(_photo(16, 16), q=1.0, model=tiny_model))
+    struct.pack_into("<II", data, 24, 100000, 100000)
+    with pytest.raises(FormatError, match="max-pixels"):
+        codec.decompress(_with_crc(bytes(data[:-4])), model=tiny_model)
+
+
+def test_exif_orientation_is_applied(tiny_model):
+    image = Image.fromarray(_photo(30, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes())
+    decoded = codec.decompress(codec.compress(buffer.getvalue(), q=1.0, model=tiny_model), model=tiny_model)
+    assert decoded.size == (10, 30)
