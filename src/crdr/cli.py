@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules contributing subcommands through ``register(subparsers)``.
-EXTRA_COMMANDS: tuple[str, ...] = ()
+EXTRA_COMMANDS: tuple[str, ...] = ("crdr.train.command", "crdr.evaluate", "crdr.serve")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,111 @@
+"""Seconds per training iteration of each stage, for the small and paper models, on this machine.
+
+What: for each model preset and stage, one full iteration of ``crdr.train.loop.training_step``
+(G step, aux step and, in stage 3, the HRRGAN reference pass and the D step) on a fixed batch of
+synthetic images; the median over ``--steps`` timed iterations after ``--warmup`` untimed ones.
+q is fixed at 2 (and β at 2.56) so every stage-3 iteration includes the reference pass at q = 3.
+The perceptual loss is ST-LPIPS(alex) (the paper's LPIPS(alex) has the same network size).
+Why: training time is a claim of docs/training.md; it must be measured the same way each time.
+
+    python benchmarks/train_step.py --presets small                 # all stages, 5 steps each
+    python benchmarks/train_step.py --presets paper --stages 2 --steps 2 --warmup 1
+
+Prints a Markdown table and writes JSON (``-o``). On a machine shared with other jobs timings are
+noisy: the load average at start and end is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from crdr.data import SyntheticImageDataset
+from crdr.train import loop
+from crdr.train.config import train_preset
+
+PRESET_CONFIGS = {"paper": "stage{}", "small": "small-stage{}", "tiny": "tiny-stage{}"}
+
+
+def measure(preset: str, stage: int, batch: int, crop: int, steps: int, warmup: int, device: str) -> dict:
+    config = dataclasses.replace(
+        train_preset(PRESET_CONFIGS[preset].format(stage)),
+        batch_size=batch, crop=crop, perceptual="stlpips-alex", workers=0, device=device, threads=0,
+    )
+    training = loop.build_training(config, device)
+    if stage >= 2:
+        beta = 2.56 if stage == 3 else None
+        loop._sample_q_beta = lambda _training: (2, 2.0, beta)  # a fixed, mid-rate iteration
+    images = SyntheticImageDataset(batch, crop, seed=0)
+    x = torch.stack([images[i] for i in range(batch)]).to(device)
+    times = []
+    for index in range(warmup + steps):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        loop.training_step(training, x)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if index >= warmup:
+            times.append(time.perf_counter() - start)
+    parameters = sum(p.numel() for p in training.model.parameters())
+    d_parameters = sum(p.numel() for p in training.discriminator.parameters()) if training.discriminator else 0
+    return {
+        "preset": preset, "stage": stage, "batch": batch, "crop": crop, "device": device,
+        "codec_parameters": parameters, "discriminator_parameters": d_parameters,
+        "median_s": statistics.median(times), "min_s": min(times), "times_s": times,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", default="small", help="comma-separated: small, paper, tiny")
+    parser.add_argument("--stages", default="1,2,3")
+    parser.add_argument("--steps", type=int, default=5, help="timed iterations per case")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("-o", "--output", default="reports/train_step.json")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
+    results = []
+    print("| preset | stage | batch × crop² | codec params | D params | median s/step | min s/step |")
+    print("|---|---|---|---|---|---|---|")
+    for preset in args.presets.split(","):
+        for stage in (int(s) for s in args.stages.split(",")):
+            row = measure(preset, stage, args.batch, args.crop, args.steps, args.warmup, args.device)
+            results.append(row)
+            print(
+                f"| {preset} | {stage} | {args.batch} × {args.crop}² | {row['codec_parameters']:,} | "
+                f"{row['discriminator_parameters']:,} | {row['median_s']:.2f} | {row['min_s']:.2f} |",
+                flush=True,
+            )
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "machine": {
+            "platform": platform.platform(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "load_average_start": load_start, "load_average_end": os.getloadavg(),
+        "steps": args.steps, "warmup": args.warmup, "results": results,
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(report, indent=1))
+    print(f"written {args.output}; load average {load_start[0]:.2f} -> {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Export a training run as crdr weights: fp16 safetensors + a sidecar JSON telling how they were made.
+
+What: :func:`export` takes the newest checkpoint of a run directory, loads its codec weights into a
+fresh :class:`~crdr.models.crdr.CRDR` of the run's architecture (strictly), and writes them with
+:func:`crdr.weights.save_weights`. The sidecar carries, under ``training``, the commands that
+produced the run, the stage, the step reached, the training wall time, the last validation metrics
+and the resolved training config, next to the file's sha256 and model config.
+
+Why: a weights file must say where it came from, and must load with
+:func:`crdr.weights.load_model` like any other model (entropy tables are rebuilt there, never
+shipped). The discriminator and optimiser states stay in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from crdr.errors import OutputExistsError, ParameterError
+from crdr.models.crdr import CRDR
+from crdr.train import checkpoint as checkpoints
+from crdr.train.config import TrainConfig
+from crdr.weights import load_state, save_weights
+
+__all__ = ["export"]
+
+
+def export(
+    run_dir: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    force: bool = False,
+    half: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Write the newest checkpoint of ``run_dir`` to ``output_path``; return the sidecar's content.
+
+    Raises :class:`~crdr.errors.OutputExistsError` if the output exists and ``force`` is false,
+    :class:`~crdr.errors.WeightsError` if the run has no readable checkpoint.
+    """
+    run_dir = Path(run_dir)
+    output_path = Path(output_path)
+    if not run_dir.is_dir():
+        raise ParameterError(f"run directory {run_dir} does not exist")
+    if output_path.exists() and not force:
+        raise OutputExistsError(f"{output_path} exists (use --force to overwrite)")
+    state = checkpoints.load_latest(run_dir)
+    config = TrainConfig.from_dict(state["config"])
+    model = CRDR(config.model_config())
+    load_state(model, state["model"])
+    record = _read_json(run_dir / "config.json") or {}
+    validation = _read_json(run_dir / "validation.json")
+    commands = list(record.get("commands") or state.get("commands") or [])
+    training = {
+        "commands": commands,
+        "export_command": command,
+        "stage": config.stage,
+        "step": int(state["step"]),
+        "steps": config.steps,
+        "wall_time_s": round(float(state.get("wall_time", 0.0)), 1),
+        "world_size": state.get("world_size", 1),
+        "validation": validation,
+        "config": config.to_dict(),
+        "checkpoint": Path(state["path"]).name,
+    }
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    return save_weights(model, output_path, extra={"training": training, "command": commands}, half=half)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,1062 @@
+"""The training loop: one plain loop with a labelled G step, aux step and D step (spec §14).
+
+What: :func:`train` runs one stage of the authors' three-stage recipe for a resolved
+:class:`~crdr.train.config.TrainConfig`, in one process or under ``torchrun`` (one process per
+device), writing logs, validation grids and atomic checkpoints into a run directory, and resuming
+from the newest checkpoint exactly where the run stopped.
+
+One iteration (every stage; the D step only when ``adversarial_weight > 0``, i.e. stage 3)::
+
+    q ~ U{0..levels-1}, β = max_beta · U{0..100}/100      one per batch, the same on every rank
+    ---- G step (D frozen) ----
+    x̂ = G(x; q, β)                          train mode: noisy likelihoods, raw (unclamped) x̂
+    x_ref = x  if q + δ > top level  else  G(x; q+δ, β) under no_grad      (HRRGAN only)
+    L_G = 150·MSE + λ(q)·bpp + β·(w_P·P(x, x̂) + w_A·GAN_G(D_q(x̂), sg(D_q(x_ref))))
+    skip the whole iteration (no update of G, aux or D) if L_G is NaN, ±inf or > max_loss
+    backward → [all-reduce] → clip 1.0 → G step
+    ---- aux step ----
+    aux loss (z quantiles) backward → [all-reduce] → aux step;  G LR schedule step
+    ---- D step ----
+    L_D = GAN_D(D_q(x), D_q(sg(x̂)))  backward → [all-reduce] → D step;  D LR schedule step
+
+Why these choices:
+
+* Distributed data parallel is done by averaging gradients explicitly (``all_reduce``) right before
+  each optimiser step instead of wrapping modules in ``DistributedDataParallel``: the discriminator
+  runs several times per iteration, the two networks train in alternation and only one of the five
+  independent discriminators is used per iteration, all of which DDP's hooks handle badly. Because
+  q and β come from a generator seeded identically on every rank, every rank uses the same
+  parameters in each iteration, so the set of parameters that have a gradient agrees across ranks
+  and Adam skips the same unused ones as in a single process. Ranks end with identical weights
+  (checked at the end of every run and written to ``summary.json``).
+* The D loss is computed in one pass (``D(x)`` and ``D(sg(x̂))`` once each, the opposite side
+  detached inside the loss) rather than the authors' two backward passes; the gradient is the same.
+* Resume is exact on CPU: the checkpoint holds the model, the three optimisers, the schedulers, the
+  step, every rank's Python/NumPy/torch RNG states and the q/β generator; the data order and the
+  augmentation of every sample are functions of ``(seed, epoch, index)`` (``crdr.data``), so a run
+  killed and resumed performs the same floating-point operations as one that never stopped (given
+  the same number of CPU threads). On CUDA, cuDNN's algorithm choice makes runs non-bit-exact
+  whether or not they are interrupted.
+
+Freezing is explicit: :func:`trainable_parameters` lists what trains in each stage. The paper trains
+every parameter in every stage (spec §14.2), so :data:`STAGE_FROZEN` is empty for all three; the
+``frozen`` config field adds name prefixes to freeze for experiments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import functools
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from crdr.config import ModelConfig
+from crdr.errors import ParameterError, WeightsError
+from crdr.models.crdr import CRDR
+from crdr.train import checkpoint as checkpoints
+from crdr.train.config import TrainConfig
+from crdr.weights import is_table_buffer
+
+__all__ = [
+    "STAGE_FROZEN",
+    "Distributed",
+    "RunResult",
+    "Training",
+    "build_training",
+    "init_from_previous",
+    "is_beta_parameter",
+    "is_rate_parameter",
+    "parameter_checksum",
+    "train",
+    "trainable_parameters",
+    "training_step",
+    "validate",
+]
+
+# Parameter-name prefixes each stage's recipe keeps fixed. The authors train every parameter in
+# every stage (their trainers optimise `comp_model.parameters()`), hence nothing here.
+STAGE_FROZEN: dict[int, tuple[str, ...]] = {1: (), 2: (), 3: ()}
+
+METRIC_NAMES = (
+    "loss", "mse", "rate", "bpp", "qbpp", "perceptual", "adversarial", "aux", "d_loss",
+    "q", "beta", "lr", "skipped",
+)
+LOG_COLUMNS = ("step", "wall_time") + METRIC_NAMES
+VALIDATION_COLUMNS = ("step", "q", "beta", "bpp", "psnr", "perceptual")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Processes and devices
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process sits in a ``torchrun`` job (world size 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def select_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; ``cuda`` → ``cuda:LOCAL_RANK``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ParameterError(f"unknown device {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParameterError("device cuda was requested but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
+    """Join the ``torchrun`` process group if there is one (nccl on CUDA, gloo on CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = select_device(device_name, local_rank)
+    info = Distributed(rank, world_size, local_rank)
+    if info.enabled and not torch.distributed.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return info, device
+
+
+def _mix_seed(*parts: object) -> int:
+    """A 63-bit seed from labelled parts, so seeds drawn for different purposes never coincide."""
+    digest = hashlib.sha256(":".join(str(part) for part in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _sync_max(values: Sequence[float], distributed: Distributed, device: torch.device) -> list[float]:
+    """Element-wise maximum over ranks (decisions every rank must take together)."""
+    if not distributed.enabled:
+        return list(values)
+    tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return tensor.tolist()
+
+
+def average_gradients(parameters: Sequence[nn.Parameter], distributed: Distributed, bucket: int = 1 << 24) -> None:
+    """Replace each existing gradient by its mean over ranks (parameters without one are left alone).
+
+    Gradients are flattened into buckets of about ``bucket`` elements, one ``all_reduce`` each.
+    """
+    if not distributed.enabled:
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    start = 0
+    while start < len(grads):
+        end, size = start, 0
+        while end < len(grads) and (size == 0 or size + grads[end].numel() <= bucket):
+            size += grads[end].numel()
+            end += 1
+        group = grads[start:end]
+        flat = torch.cat([g.reshape(-1) for g in group])
+        torch.distributed.all_reduce(flat)
+        flat.div_(distributed.world_size)
+        offset = 0
+        for g in group:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+        start = end
+
+
+def _broadcast_module(module: nn.Module | None, distributed: Distributed) -> None:
+    """Make every rank start from rank 0's parameters and buffers."""
+    if module is None or not distributed.enabled:
+        return
+    for tensor in module.state_dict().values():
+        if tensor.numel():
+            torch.distributed.broadcast(tensor, 0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stages: which parameters are new, which train
+
+
+def is_rate_parameter(name: str) -> bool:
+    """Parameters the variable-rate model (stage 2) adds: the ICA layers of encoder and decoder."""
+    return ".interp_ca_list." in f".{name}"
+
+
+def is_beta_parameter(name: str) -> bool:
+    """Parameters the β-conditioned model (stage 3) adds: the decoder's ``proj_*`` and ``mlp``."""
+    return name.startswith("decoder.") and (".proj_" in name or name.startswith("decoder.mlp."))
+
+
+def trainable_parameters(
+    model: nn.Module, stage: int, frozen: Sequence[str] = ()
+) -> dict[str, nn.Parameter]:
+    """Name → parameter of everything that trains in ``stage``.
+
+    All parameters except those whose name starts with a prefix of ``STAGE_FROZEN[stage]`` (empty
+    for every stage of the paper) or of ``frozen``. A prefix matching no parameter is an error (a
+    typo would otherwise silently train everything).
+    """
+    if stage not in STAGE_FROZEN:
+        raise ParameterError(f"stage must be one of {sorted(STAGE_FROZEN)}, got {stage}")
+    prefixes = tuple(STAGE_FROZEN[stage]) + tuple(frozen)
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in names):
+            raise ParameterError(f"frozen prefix {prefix!r} matches no parameter of the model")
+    return {name: p for name, p in model.named_parameters() if not name.startswith(prefixes)}
+
+
+def _read_previous(source: str) -> tuple[dict[str, Tensor], ModelConfig]:
+    """State and architecture of a previous stage: a run directory (its newest checkpoint, fp32)
+    or a weights file (crdr safetensors or the authors' .pth.tar)."""
+    path = Path(source)
+    if path.is_dir():
+        state = checkpoints.load_latest(path)
+        previous = TrainConfig.from_dict(state["config"]).model_config()
+        return state["model"], previous
+    from crdr.weights import load_model
+
+    model = load_model(path)
+    return model.state_dict(), model.config
+
+
+def init_from_previous(model: CRDR, source: str) -> list[str]:
+    """Load every tensor of the previous stage into ``model``; return the names left new.
+
+    The previous model must have the same widths; the only keys it may lack are those of the
+    features this stage adds (ICA when it was not variable-rate, ``proj_*``/``mlp`` when it was not
+    β-conditioned), and it must have every other key. The new β parts are re-initialised with
+    ``reset_beta_parameters`` (N(0, 0.02), spec §3.5); new ICA layers keep their identity init.
+    """
+    state, previous = _read_previous(source)
+    current = model.config
+    comparable = dataclasses.replace(
+        previous, variable_rate=current.variable_rate, beta_conditioned=current.beta_conditioned
+    )
+    if comparable != current:
+        differing = [
+            f"{f.name} {getattr(previous, f.name)} != {getattr(current, f.name)}"
+            for f in dataclasses.fields(current)
+            if getattr(comparable, f.name) != getattr(current, f.name)
+        ]
+        raise WeightsError(f"{source}: previous stage has another architecture: {'; '.join(differing)}")
+    expected = {k: v for k, v in model.state_dict().items() if not is_table_buffer(k)}
+    given = {k: v for k, v in state.items() if not is_table_buffer(k)}
+    unexpected = sorted(set(given) - set(expected))
+    if unexpected:
+        raise WeightsError(f"{source}: keys this stage's model does not have: {', '.join(unexpected[:5])}")
+    new = sorted(set(expected) - set(given))
+    allowed = {
+        k for k in expected
+        if (current.variable_rate and not previous.variable_rate and is_rate_parameter(k))
+        or (current.beta_conditioned and not previous.beta_conditioned and is_beta_parameter(k))
+    }
+    if set(new) != allowed:
+        missing = sorted(set(new) - allowed)
+        raise WeightsError(f"{source}: previous stage lacks keys it should have: {', '.join(missing[:5])}")
+    wrong = [k for k, v in given.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        raise WeightsError(f"{source}: shape mismatch for {', '.join(wrong[:3])}")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in given.items()}, strict=False)
+    if any(is_beta_parameter(k) for k in new):
+        model.decoder.reset_beta_parameters()
+    return new
+
+
+# ---------------------------------------------------------------------------------------------------
+# The training state and one iteration
+
+
+_PERCEPTUAL_CACHE: dict[str, nn.Module] = {}
+
+
+def _perceptual_network(kind: str) -> nn.Module:
+    """The frozen perceptual network, built once per process (it never changes)."""
+    if kind not in _PERCEPTUAL_CACHE:
+        from crdr.losses import PerceptualLoss
+
+        with torch.random.fork_rng(devices=[]):  # its random init (overwritten) must not shift our RNG
+            _PERCEPTUAL_CACHE[kind] = PerceptualLoss(kind)
+    return _PERCEPTUAL_CACHE[kind]
+
+
+@dataclass
+class Training:
+    """Everything one iteration touches; built by :func:`build_training`."""
+
+    config: TrainConfig
+    model: CRDR
+    optimizer: torch.optim.Optimizer
+    aux_optimizer: torch.optim.Optimizer | None
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    main_parameters: list[nn.Parameter]
+    aux_parameters: list[nn.Parameter]
+    sampling: torch.Generator  # q and β: seeded alike on every rank
+    device: torch.device
+    distributed: Distributed = field(default_factory=Distributed)
+    perceptual: nn.Module | None = None
+    discriminator: nn.Module | None = None
+    discriminator_optimizer: torch.optim.Optimizer | None = None
+    discriminator_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    gan: Any = None  # crdr.losses.GanLoss
+    step: int = 0
+    wall_time: float = 0.0  # seconds of training before this process started
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.config.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def state_dict(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
+        """The checkpoint payload (see :mod:`crdr.train.checkpoint`)."""
+
+        def optional(item):
+            return None if item is None else item.state_dict()
+
+        return {
+            "config": self.config.to_dict(),
+            "model": {k: v for k, v in self.model.state_dict().items() if not is_table_buffer(k)},
+            "discriminator": optional(self.discriminator),
+            "optimizer": self.optimizer.state_dict(),
+            "aux_optimizer": optional(self.aux_optimizer),
+            "discriminator_optimizer": optional(self.discriminator_optimizer),
+            "scheduler": self.scheduler.state_dict(),
+            "discriminator_scheduler": optional(self.discriminator_scheduler),
+            "rng": rng,
+            "sampling_rng": self.sampling.get_state(),
+            "world_size": self.distributed.world_size,
+            "data": {"samples_per_rank": self.step * self.config.batch_size, "seed": self.config.seed},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint written by :meth:`state_dict` (RNG states excepted)."""
+        _load_model_state(self.model, state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        pairs = (
+            (self.aux_optimizer, "aux_optimizer"),
+            (self.discriminator, "discriminator"),
+            (self.discriminator_optimizer, "discriminator_optimizer"),
+            (self.discriminator_scheduler, "discriminator_scheduler"),
+        )
+        for item, key in pairs:
+            if (item is None) != (state.get(key) is None):
+                raise WeightsError(f"checkpoint and config disagree about {key}")
+            if item is not None:
+                item.load_state_dict(state[key])
+        self.sampling.set_state(state["sampling_rng"])
+        self.step = int(state["step"])
+        self.wall_time = float(state.get("wall_time", 0.0))
+
+
+def _load_model_state(model: CRDR, state: dict[str, Tensor]) -> None:
+    """Strictly load a checkpoint's codec tensors (coder tables are not part of training)."""
+    expected = {k for k in model.state_dict() if not is_table_buffer(k)}
+    given = {k for k in state if not is_table_buffer(k)}
+    if expected != given:
+        missing, unexpected = sorted(expected - given), sorted(given - expected)
+        raise WeightsError(f"checkpoint does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model.load_state_dict({k: state[k] for k in given}, strict=False)
+
+
+def build_training(
+    config: TrainConfig,
+    device: torch.device | str = "cpu",
+    distributed: Distributed = Distributed(),
+    init: bool = True,
+) -> Training:
+    """Model, discriminator, losses, optimisers and schedulers of ``config``, on ``device``.
+
+    Weights are drawn from ``config.seed`` (the same on every rank). ``init`` loads
+    ``config.init_from`` (a fresh run; a resumed run takes its weights from the checkpoint).
+    """
+    device = torch.device(device)
+    if config.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ParameterError("bf16 autocast is not supported on this GPU")
+    torch.manual_seed(config.seed)
+    model = CRDR(config.model_config())
+    if init and config.init_from:
+        init_from_previous(model, config.init_from)
+    model.to(device).train()
+    trainable = trainable_parameters(model, config.stage, config.frozen)
+    aux_ids = {id(p) for p in model.aux_parameters()}
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for parameter in trainable.values():
+        parameter.requires_grad_(True)
+    main_parameters = [p for p in trainable.values() if id(p) not in aux_ids]
+    aux_parameters = [p for p in trainable.values() if id(p) in aux_ids]
+    if not main_parameters:
+        raise ParameterError("every codec parameter is frozen: nothing to train")
+    optimizer = torch.optim.Adam(main_parameters, lr=config.lr)
+    aux_optimizer = torch.optim.Adam(aux_parameters, lr=config.aux_lr) if aux_parameters else None
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
+    perceptual = _perceptual_network(config.perceptual).to(device) if config.perceptual_weight > 0 else None
+    training = Training(
+        config=config, model=model, optimizer=optimizer, aux_optimizer=aux_optimizer,
+        scheduler=scheduler, main_parameters=main_parameters, aux_parameters=aux_parameters,
+        sampling=torch.Generator().manual_seed(_mix_seed(config.seed, "q-beta")),
+        device=device, distributed=distributed, perceptual=perceptual,
+    )
+    if config.uses_discriminator:
+        from crdr.losses import gan_loss
+        from crdr.models.discriminator import build_discriminator
+
+        torch.manual_seed(_mix_seed(config.seed, "discriminator"))
+        discriminator = build_discriminator(
+            config.discriminator, levels=config.rate_levels, main_channels=config.discriminator_channels
+        ).to(device).train()
+        training.discriminator = discriminator
+        training.discriminator_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.discriminator_lr)
+        training.discriminator_scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            training.discriminator_optimizer, list(config.lr_milestones), config.lr_gamma
+        )
+        training.gan = gan_loss(config.gan_loss)
+    return training
+
+
+def _sample_q_beta(training: Training) -> tuple[int, float | None, float | None]:
+    """``(q_index, q, β)`` for one batch (spec §14.3): q uniform in 0..levels-1 (None in stage 1),
+    β = max_beta · k/100 with k uniform in 0..100 (None before stage 3)."""
+    config = training.config
+    if config.stage == 1:
+        return 0, None, None
+    q_index = int(torch.randint(config.rate_levels, (1,), generator=training.sampling))
+    beta = None
+    if config.stage == 3:
+        k = int(torch.randint(0, 101, (1,), generator=training.sampling))
+        beta = training.model.config.max_beta * k / 100
+    return q_index, float(q_index), beta
+
+
+def training_step(training: Training, x: Tensor) -> dict[str, float]:
+    """One iteration on the batch ``x: (N, 3, crop, crop) in [-1, 1]`` (on the device).
+
+    Returns the logged numbers (:data:`METRIC_NAMES`; NaN where a term does not apply).
+    """
+    from crdr.losses import hific_rate_loss, mse_loss
+
+    config, model, discriminator = training.config, training.model, training.discriminator
+    q_index, q, beta = _sample_q_beta(training)
+    realism = beta if config.beta_weighted else 1.0
+    nan = torch.tensor(float("nan"), device=training.device)
+    terms: dict[str, Tensor] = {}
+
+    # ---- G step (D frozen) -------------------------------------------------------------------
+    training.optimizer.zero_grad(set_to_none=True)
+    if training.aux_optimizer is not None:
+        training.aux_optimizer.zero_grad(set_to_none=True)
+    if discriminator is not None:
+        discriminator.requires_grad_(False)
+    with training.autocast():
+        result = model(x, q, beta)
+    x_hat = result.x_hat.float()
+    x_ref = x
+    if training.gan is not None and training.gan.uses_reference:
+        if q_index + config.reference_delta <= config.rate_levels - 1:
+            with torch.no_grad(), training.autocast():
+                x_ref = model(x, float(q_index + config.reference_delta), beta).x_hat.float()
+    bpp = result.bpp()
+    qbpp = result.bpp(quantized=True)
+    terms["mse"] = mse_loss(x_hat, x)
+    terms["rate"] = hific_rate_loss(
+        bpp, qbpp, q_index, config.lambda_a, config.lambda_b, config.target_rates
+    )
+    loss = config.mse_weight * terms["mse"] + terms["rate"]
+    if training.perceptual is not None:
+        terms["perceptual"] = training.perceptual(x_hat, x)
+        loss = loss + realism * config.perceptual_weight * terms["perceptual"]
+    if discriminator is not None:
+        with training.autocast():
+            d_fake = discriminator(x_hat, q_index).float()
+            with torch.no_grad():
+                d_ref = discriminator(x_ref, q_index).float()
+        terms["adversarial"] = training.gan.generator(d_fake, d_ref)
+        loss = loss + realism * config.adversarial_weight * terms["adversarial"]
+    value = float(loss.detach())
+    bad = not math.isfinite(value) or value > config.max_loss
+    skipped = _sync_max([float(bad)], training.distributed, training.device)[0] > 0
+    if not skipped:
+        loss.backward()
+        average_gradients(training.main_parameters, training.distributed)
+        torch.nn.utils.clip_grad_norm_(training.main_parameters, config.clip_norm)
+        training.optimizer.step()
+
+        # ---- aux step (z quantiles) ----------------------------------------------------------
+        if training.aux_optimizer is not None:
+            terms["aux"] = model.aux_loss()
+            terms["aux"].backward()
+            average_gradients(training.aux_parameters, training.distributed)
+            training.aux_optimizer.step()
+    lr = training.optimizer.param_groups[0]["lr"]
+    with warnings.catch_warnings():
+        # The schedule counts iterations, skipped ones included; torch warns if the very first
+        # iteration skipped its optimiser step.
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+        training.scheduler.step()
+        if training.discriminator_scheduler is not None and skipped:
+            training.discriminator_scheduler.step()
+
+    # ---- D step --------------------------------------------------------------------------------
+    if discriminator is not None:
+        discriminator.requires_grad_(True)
+        if not skipped:
+            training.discriminator_optimizer.zero_grad(set_to_none=True)
+            with training.autocast():
+                d_real = discriminator(x, q_index).float()
+                d_fake = discriminator(x_hat.detach(), q_index).float()
+            terms["d_loss"] = training.gan.discriminator(d_real, d_fake)
+            terms["d_loss"].backward()
+            average_gradients(list(discriminator.parameters()), training.distributed)
+            training.discriminator_optimizer.step()
+            training.discriminator_scheduler.step()
+
+    numbers = torch.stack(
+        [terms.get(name, nan).detach().float() for name in ("mse", "rate", "perceptual", "adversarial", "aux", "d_loss")]
+        + [bpp.detach().mean(), qbpp.detach().mean()]
+    ).tolist()
+    mse, rate, perceptual, adversarial, aux, d_loss, bpp_mean, qbpp_mean = numbers
+    return {
+        "loss": value, "mse": mse, "rate": rate, "bpp": bpp_mean, "qbpp": qbpp_mean,
+        "perceptual": perceptual, "adversarial": adversarial, "aux": aux, "d_loss": d_loss,
+        "q": float(q_index) if q is not None else float("nan"),
+        "beta": float("nan") if beta is None else beta, "lr": lr, "skipped": float(skipped),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+
+
+def make_datasets(config: TrainConfig) -> tuple[Any, Tensor]:
+    """Training dataset and validation images ``(V, 3, H, W) in [-1, 1]`` of ``config``."""
+    from crdr.data import ImageFolderDataset, SyntheticImageDataset, validation_images
+
+    if config.synthetic_images > 0:
+        dataset = SyntheticImageDataset(config.synthetic_images, config.crop, seed=config.seed)
+    elif config.data_root:
+        dataset = ImageFolderDataset(config.data_root, crop=config.crop)
+    else:
+        raise ParameterError("no training data: --set data_root=DIR (or synthetic_images=N)")
+    root = config.validation_root or (config.data_root if config.synthetic_images == 0 else "")
+    if root:
+        images = validation_images(root, config.validation_images, config.validation_crop)
+    else:
+        held_out = SyntheticImageDataset(config.validation_images, config.validation_crop, seed=config.seed + 1)
+        images = torch.stack([held_out[i] for i in range(len(held_out))])
+    return dataset, images
+
+
+def _quiet_worker(initialise: Any, worker_id: int) -> None:
+    """Loader workers ignore Ctrl-C: the main process finishes its iteration and checkpoints,
+    which needs the workers alive (a terminal sends SIGINT to the whole process group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initialise is not None:
+        initialise(worker_id)
+
+
+def iterate_batches(loader: Any, start_step: int, batch_size: int) -> Iterator[Tensor]:
+    """Endless batches starting after ``start_step`` finished iterations, epoch after epoch."""
+    epoch, skip = loader.sampler.locate(start_step, batch_size)
+    while True:
+        loader.sampler.set_epoch(epoch, skip)
+        yield from loader
+        epoch, skip = epoch + 1, 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation
+
+
+@torch.no_grad()
+def validate(
+    model: CRDR, images: Tensor, config: TrainConfig, perceptual: nn.Module | None, device: torch.device
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Eval-mode metrics at every (q, β) of the config and a grid of reconstructions.
+
+    Per (q, β): mean over images of bpp (eval likelihoods, rounded latents), PSNR (8-bit, rounded)
+    and the perceptual distance of the training loss. The grid (uint8, HWC) shows the first image:
+    one row per q; the original, then one column per β.
+    """
+    from crdr.image_io import from_model_output
+    from crdr.metrics import psnr
+
+    qs: Sequence[float | None] = config.validation_q if config.stage >= 2 else (None,)
+    betas: Sequence[float | None] = config.validation_beta if config.stage == 3 else (None,)
+    was_training = model.training
+    model.eval()
+    results, rows = [], []
+    original = from_model_output(images[:1])
+    try:
+        for q in qs:
+            row = [original]
+            for beta in betas:
+                bpp_sum = psnr_sum = perceptual_sum = 0.0
+                for start, chunk in enumerate(images.split(max(1, config.batch_size))):
+                    chunk = chunk.to(device)
+                    result = model(chunk, q, beta)
+                    bpp_sum += float(result.bpp().sum())
+                    for i in range(chunk.shape[0]):
+                        x_hat, x = result.x_hat[i : i + 1], chunk[i : i + 1]
+                        psnr_sum += psnr(from_model_output(x_hat), from_model_output(x))
+                        if perceptual is not None:
+                            perceptual_sum += float(perceptual(x_hat, x))
+                    if start == 0:
+                        row.append(from_model_output(result.x_hat[:1]))
+                n = images.shape[0]
+                results.append(
+                    {
+                        "q": q, "beta": beta, "bpp": bpp_sum / n, "psnr": psnr_sum / n,
+                        "perceptual": perceptual_sum / n if perceptual is not None else None,
+                    }
+                )
+            rows.append(row)
+    finally:
+        model.train(was_training)
+    return results, _grid(rows)
+
+
+def _grid(rows: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
+    height, width = rows[0][0].shape[:2]
+    columns = max(len(row) for row in rows)
+    grid = np.full(
+        (len(rows) * (height + gap) - gap, columns * (width + gap) - gap, 3), 255, dtype=np.uint8
+    )
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            grid[r * (height + gap) : r * (height + gap) + height, c * (width + gap) : c * (width + gap) + width] = cell
+    return grid
+
+
+# ---------------------------------------------------------------------------------------------------
+# Run directory, logs, signals
+
+
+def _write_json(path: Path, value: Any) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(value, indent=1, sort_keys=True))
+    os.replace(temporary, path)
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(image).save(temporary, format="PNG")
+    os.replace(temporary, path)
+
+
+def _truncate_csv(path: Path, last_step: int) -> None:
+    """Drop rows logged after ``last_step`` (written after the checkpoint a resume starts from)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= last_step]
+    if len(kept) != len(lines):
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text("".join(kept))
+        os.replace(temporary, path)
+
+
+def _format(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+class RunLogger:
+    """Rank 0's outputs: ``train.csv``, ``validation.csv``, TensorBoard (optional) and a tqdm bar."""
+
+    def __init__(self, run_dir: Path, config: TrainConfig, start_step: int) -> None:
+        self.config = config
+        self.train_csv = run_dir / "train.csv"
+        self.validation_csv = run_dir / "validation.csv"
+        for path, columns in ((self.train_csv, LOG_COLUMNS), (self.validation_csv, VALIDATION_COLUMNS)):
+            _truncate_csv(path, start_step)
+            if not path.exists():
+                path.write_text(",".join(columns) + "\n")
+        self.writer = None
+        if config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                warnings.warn("tensorboard is not installed; logging to CSV only", stacklevel=2)
+            else:
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=config.steps, initial=start_step, disable=not config.progress, desc=config.name,
+            unit="step", dynamic_ncols=True, file=sys.stderr,
+        )
+        self.window: list[dict[str, float]] = []
+
+    def log_step(self, step: int, metrics: dict[str, float], wall_time: float) -> None:
+        self.window.append(metrics)
+        self.bar.update(1)
+        if self.config.log_every and step % self.config.log_every == 0:
+            self.flush(step, wall_time)
+
+    def flush(self, step: int, wall_time: float) -> None:
+        if not self.window:
+            return
+        means = {}
+        for name in METRIC_NAMES:
+            values = [m[name] for m in self.window if not math.isnan(m[name])]
+            if name == "skipped":
+                means[name] = float(sum(values))
+            else:
+                means[name] = sum(values) / len(values) if values else float("nan")
+        self.window = []
+        row = {"step": step, "wall_time": round(wall_time, 3), **means}
+        with open(self.train_csv, "a") as handle:
+            handle.write(",".join(_format(row[c]) for c in LOG_COLUMNS) + "\n")
+        if self.writer is not None:
+            for name, value in means.items():
+                if not math.isnan(value):
+                    self.writer.add_scalar(f"train/{name}", value, step)
+        shown = {k: f"{means[k]:.4g}" for k in ("loss", "bpp", "mse") if not math.isnan(means[k])}
+        self.bar.set_postfix(shown, refresh=False)
+
+    def log_validation(self, step: int, results: list[dict[str, Any]], grid: np.ndarray) -> None:
+        with open(self.validation_csv, "a") as handle:
+            for result in results:
+                handle.write(",".join(_format(step if c == "step" else result[c]) for c in VALIDATION_COLUMNS) + "\n")
+        if self.writer is not None:
+            for result in results:
+                label = "" if result["q"] is None else f"q{result['q']:g}"
+                label += "" if result["beta"] is None else f"_beta{result['beta']:g}"
+                for metric in ("bpp", "psnr", "perceptual"):
+                    if result[metric] is not None:
+                        self.writer.add_scalar(f"validation/{label or 'model'}/{metric}", result[metric], step)
+            self.writer.add_image("validation/reconstructions", grid, step, dataformats="HWC")
+        psnr_mean = sum(r["psnr"] for r in results) / len(results)
+        bpp_mean = sum(r["bpp"] for r in results) / len(results)
+        self.bar.write(f"step {step}: validation bpp {bpp_mean:.4f}, PSNR {psnr_mean:.2f} dB (means over q, β)")
+
+    def close(self, step: int, wall_time: float) -> None:
+        self.flush(step, wall_time)
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+class _StopSignals:
+    """SIGTERM / SIGINT set a flag; the loop checkpoints after the current iteration and exits.
+    A second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self._previous[number] = signal.signal(number, self._handle)
+
+    def _handle(self, number: int, frame: Any) -> None:
+        if self.received is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = number
+
+    def uninstall(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+
+def parameter_checksum(*modules: nn.Module | None) -> str:
+    """sha256 over the float32 values of every tensor of the modules (coder tables excluded)."""
+    digest = hashlib.sha256()
+    for index, module in enumerate(modules):
+        if module is None:
+            continue
+        for key, tensor in sorted(module.state_dict().items()):
+            if is_table_buffer(key):
+                continue
+            digest.update(f"{index}.{key}".encode())
+            digest.update(tensor.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(config.log_dir) / f"{config.name}-{stamp}"
+
+
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, command: str, world_size: int) -> None:
+    """Create (or, resuming, update) ``config.json``: the resolved config and every command used."""
+    record_path = run_dir / "config.json"
+    if resume:
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError) as error:
+            raise ParameterError(f"{run_dir} is not a training run directory ({error})") from None
+    else:
+        if record_path.exists():
+            raise ParameterError(
+                f"{run_dir} already holds a run: continue it with --resume {run_dir} or choose another --run-dir"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"commands": [], "created": datetime.datetime.now().isoformat(timespec="seconds")}
+    record["config"] = config.to_dict()
+    record["model_config"] = config.model_config().to_dict()
+    record["world_size"] = world_size
+    record.setdefault("commands", []).append(command)
+    _write_json(record_path, record)
+
+
+def read_run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``RUN_DIR/config.json``: ``{"config", "model_config", "commands", ...}``."""
+    path = Path(run_dir) / "config.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ParameterError(f"{run_dir} is not a training run directory (cannot read {path.name}: {error})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise ParameterError(f"{path} holds no training config")
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    status: str  # "finished" or "interrupted"
+    validation: list[dict[str, Any]] | None = None
+    ranks_identical: bool = True
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    command: str | None = None,
+) -> RunResult:
+    """Run (or, with ``resume``, continue) one training stage; see the module docstring.
+
+    ``run_dir`` defaults to ``LOG_DIR/NAME-YYYYmmdd-HHMMSS`` for a new run and is required to
+    resume. ``command`` is recorded in ``config.json`` (default: this process's argv).
+    """
+    if resume and run_dir is None:
+        raise ParameterError("resuming needs the run directory")
+    if command is None:
+        from crdr.train.command import command_line
+
+        command = command_line()
+    previous_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    distributed, device = setup_distributed(config.device)
+    stop = _StopSignals()
+    stop.install()
+    try:
+        return _run(config, run_dir, resume, command, distributed, device, stop)
+    finally:
+        stop.uninstall()
+        torch.set_num_threads(previous_threads)
+        if distributed.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _gather(value: Any, distributed: Distributed) -> list[Any]:
+    if not distributed.enabled:
+        return [value]
+    values: list[Any] = [None] * distributed.world_size
+    torch.distributed.all_gather_object(values, value)
+    return values
+
+
+def _run(
+    config: TrainConfig,
+    run_dir: str | os.PathLike | None,
+    resume: bool,
+    command: str,
+    distributed: Distributed,
+    device: torch.device,
+    stop: _StopSignals,
+) -> RunResult:
+    from crdr.data import make_loader
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    chosen = [str(run_dir if run_dir is not None else default_run_dir(config))]
+    if distributed.enabled:
+        torch.distributed.broadcast_object_list(chosen, 0)
+    run_dir = Path(chosen[0])
+    if resume and checkpoints.latest_checkpoint(run_dir) is None:
+        warnings.warn(f"{run_dir} has no checkpoint yet: starting it from step 0", stacklevel=3)
+    state = checkpoints.load_latest(run_dir) if resume and checkpoints.latest_checkpoint(run_dir) else None
+    if state is not None:
+        saved = TrainConfig.from_dict(state["config"])
+        from crdr.train.config import RESUME_OVERRIDABLE
+
+        changed = [
+            f.name for f in dataclasses.fields(config)
+            if f.name not in RESUME_OVERRIDABLE and getattr(config, f.name) != getattr(saved, f.name)
+        ]
+        if changed:
+            raise ParameterError(f"cannot change {', '.join(changed)} when resuming (only {', '.join(sorted(RESUME_OVERRIDABLE))})")
+    if distributed.is_main:
+        _prepare_run_dir(run_dir, config, resume, command, distributed.world_size)
+    if distributed.enabled:
+        torch.distributed.barrier()
+
+    dataset, images = make_datasets(config)
+    loader = make_loader(
+        dataset, config.batch_size, config.workers, config.seed, distributed=distributed.enabled,
+        rank=distributed.rank, world_size=distributed.world_size,
+    )
+    loader.worker_init_fn = functools.partial(_quiet_worker, loader.worker_init_fn)
+    training = build_training(config, device, distributed, init=state is None)
+    if state is not None:
+        training.load_state_dict(state)
+        ranks = state.get("rng") or []
+        if state.get("world_size") == distributed.world_size and len(ranks) == distributed.world_size:
+            checkpoints.restore_rng(ranks[distributed.rank], device)
+        else:
+            warnings.warn("checkpoint written with another world size: RNG streams restart", stacklevel=3)
+            _seed_process(config.seed, distributed.rank, training.step)
+    else:
+        _seed_process(config.seed, distributed.rank, 0)
+    _broadcast_module(training.model, distributed)
+    _broadcast_module(training.discriminator, distributed)
+    commands = read_run_record(run_dir)["commands"] if distributed.is_main else []
+
+    logger = RunLogger(run_dir, config, training.step) if distributed.is_main else None
+    started = time.monotonic()
+    last_checkpoint = started
+    saved_step = training.step if state is not None else -1
+    status = "finished"
+    latest_validation: list[dict[str, Any]] | None = None
+
+    def wall_time() -> float:
+        return training.wall_time + time.monotonic() - started
+
+    def save() -> None:
+        nonlocal last_checkpoint, saved_step
+        rng = _gather(checkpoints.capture_rng(device), distributed)
+        if distributed.is_main:
+            payload = training.state_dict(rng)
+            payload.update(wall_time=wall_time(), commands=commands)
+            checkpoints.save_checkpoint(run_dir, training.step, payload, config.keep_checkpoints)
+        last_checkpoint = time.monotonic()
+        saved_step = training.step
+
+    batches = iterate_batches(loader, training.step, config.batch_size)
+    try:
+        while training.step < config.steps:
+            try:
+                x = next(batches)
+            except Exception:
+                if stop.received is None:
+                    raise
+                status = "interrupted"  # the signal also stopped the data workers
+                break
+            metrics = training_step(training, x.to(device, non_blocking=True))
+            training.step += 1
+            step = training.step
+            if logger is not None:
+                logger.log_step(step, metrics, wall_time())
+            time_due = bool(config.checkpoint_minutes) and (
+                time.monotonic() - last_checkpoint >= 60 * config.checkpoint_minutes
+            )
+            stop_now, time_due = (v > 0 for v in _sync_max([stop.received is not None, time_due], distributed, device))
+            final = step == config.steps
+            if config.validate_every and (step % config.validate_every == 0 or final):
+                if distributed.is_main:
+                    latest_validation = _validation_pass(training, images, run_dir, logger)
+            periodic = bool(config.checkpoint_every) and step % config.checkpoint_every == 0
+            if stop_now or final or time_due or periodic:
+                save()
+            if stop_now:
+                status = "interrupted"
+                break
+        if status == "interrupted" and saved_step != training.step:
+            save()
+    finally:
+        if logger is not None:
+            logger.close(training.step, wall_time())
+
+    checksums = _gather(parameter_checksum(training.model, training.discriminator), distributed)
+    identical = len(set(checksums)) == 1
+    if distributed.is_main:
+        if latest_validation is None and (run_dir / "validation.json").exists():
+            latest_validation = json.loads((run_dir / "validation.json").read_text()).get("results")
+        _write_json(
+            run_dir / "summary.json",
+            {
+                "status": status, "step": training.step, "steps": config.steps, "wall_time": wall_time(),
+                "world_size": distributed.world_size, "rank_checksums": checksums,
+                "ranks_identical": identical, "validation": latest_validation,
+            },
+        )
+        if not identical:
+            warnings.warn(f"ranks ended with different weights: {checksums}", stacklevel=2)
+        if status == "interrupted":
+            name = signal.Signals(stop.received).name if stop.received else "a signal"
+            print(
+                f"crdr: interrupted by {name} at step {training.step}; checkpoint in {run_dir}; "
+                f"continue with: crdr train --resume {run_dir}",
+                file=sys.stderr,
+            )
+    return RunResult(run_dir, training.step, status, latest_validation, identical)
+
+
+def _seed_process(seed: int, rank: int, step: int) -> None:
+    """Per-rank streams for the likelihood noise (and anything else drawing from global RNGs)."""
+    value = _mix_seed(seed, "noise", rank, step)
+    torch.manual_seed(value)
+    np.random.seed(value % 2**32)
+    import random
+
+    random.seed(value)
+
+
+def _validation_pass(
+    training: Training, images: Tensor, run_dir: Path, logger: RunLogger | None
+) -> list[dict[str, Any]]:
+    results, grid = validate(training.model, images, training.config, training.perceptual, training.device)
+    step = training.step
+    _write_png(run_dir / "validation" / f"step_{step:09d}.png", grid)
+    _write_json(run_dir / "validation.json", {"step": step, "results": results})
+    if logger is not None:
+        logger.log_validation(step, results, grid)
+    return results

@@ -1,0 +1,68 @@
+"""Export: a run's newest checkpoint becomes weights that load_model reads, with their provenance."""
+
+import json
+
+import pytest
+import torch
+
+from crdr.errors import OutputExistsError
+from crdr.train import checkpoint as checkpoints
+from crdr.train.command import main
+from crdr.train.export import export
+from crdr.weights import file_sha256, load_model
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("export") / "run"
+    sets = ["steps=2", "perceptual_weight=0", "validate_every=2", "tensorboard=true"]
+    assert main(["train", "tiny-stage2", "--run-dir", str(run_dir), *sum([["--set", s] for s in sets], [])]) == 0
+    return run_dir
+
+
+def test_export_loads_with_load_model_and_records_its_provenance(run, tmp_path):
+    output = tmp_path / "model.safetensors"
+    assert main(["export", str(run), "-o", str(output)]) == 0
+    model = load_model(output)
+    assert model.config.variable_rate and not model.config.beta_conditioned
+    trained = checkpoints.load_latest(run)["model"]
+    for key, value in model.state_dict().items():
+        if key in trained:
+            assert torch.equal(value, trained[key].half().float()), key
+    sidecar = json.loads(output.with_suffix(".json").read_text())
+    assert sidecar["sha256"] == file_sha256(output)
+    assert "tiny-stage2" in sidecar["command"][0]
+    training = sidecar["training"]
+    assert training["stage"] == 2 and training["step"] == 2 and training["wall_time_s"] >= 0
+    assert training["config"]["name"] == "tiny-stage2"
+    assert training["validation"]["step"] == 2 and len(training["validation"]["results"]) == 5
+    assert "export" in training["export_command"]
+
+
+def test_export_refuses_to_overwrite_without_force(run, tmp_path, capsys):
+    output = tmp_path / "model.safetensors"
+    export(run, output)
+    with pytest.raises(OutputExistsError):
+        export(run, output)
+    assert main(["export", str(run), "-o", str(output)]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert main(["export", str(run), "-o", str(output), "--force", "--fp32"]) == 0
+    assert json.loads(output.with_suffix(".json").read_text())["dtype"] == "float32"
+
+
+def test_export_of_a_folder_without_checkpoints_fails(tmp_path, capsys):
+    assert main(["export", str(tmp_path), "-o", str(tmp_path / "m.safetensors")]) == 1
+    assert "checkpoint" in capsys.readouterr().err
+
+
+def test_validation_writes_a_grid_of_q_rows_and_metrics(run):
+    from PIL import Image
+
+    grid = Image.open(run / "validation" / "step_000000002.png")
+    assert grid.size == (2 * 64 + 2, 5 * 64 + 4 * 2)  # original + one β column; one row per q
+    rows = (run / "validation.csv").read_text().splitlines()
+    assert rows[0] == "step,q,beta,bpp,psnr,perceptual" and len(rows) == 6
+
+
+def test_tensorboard_events_are_written_when_enabled(run):
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))

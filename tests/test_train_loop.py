@@ -1,0 +1,183 @@
+"""One training iteration: losses, GAN variants, discriminators, freezing, stage initialisation."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from crdr.data import SyntheticImageDataset
+from crdr.errors import ParameterError, WeightsError
+from crdr.models.crdr import CRDR
+from crdr.train import loop
+from crdr.train.config import train_preset
+from crdr.train.loop import (
+    build_training,
+    init_from_previous,
+    is_beta_parameter,
+    is_rate_parameter,
+    trainable_parameters,
+    training_step,
+)
+from crdr.weights import save_weights
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny(stage, **changes):
+    return dataclasses.replace(train_preset(f"tiny-stage{stage}"), **changes)
+
+
+def batch():
+    images = SyntheticImageDataset(2, 64, seed=3)
+    return torch.stack([images[0], images[1]])
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before, module, prefix=""):
+    after = module.state_dict()
+    return {k for k in before if k.startswith(prefix) and not torch.equal(before[k], after[k])}
+
+
+def test_loss_goes_down_when_overfitting_one_batch():
+    training = build_training(tiny(1, lr=3e-3, perceptual_weight=0.0))
+    x = batch()
+    losses = [training_step(training, x)["loss"] for _ in range(10)]
+    assert losses[-1] < 0.8 * losses[0]
+    assert sum(losses[-3:]) < sum(losses[1:4])
+
+
+def test_paper_stages_train_every_parameter():
+    for stage in (1, 2, 3):
+        model = CRDR(tiny(stage).model_config())
+        assert set(trainable_parameters(model, stage)) == {name for name, _ in model.named_parameters()}
+        assert loop.STAGE_FROZEN[stage] == ()
+
+
+def test_frozen_parameters_do_not_change_after_a_step():
+    training = build_training(tiny(3, frozen=("encoder.", "hyperencoder.")))
+    before = snapshot(training.model)
+    metrics = training_step(training, batch())
+    assert metrics["skipped"] == 0
+    moved = changed(before, training.model)
+    assert moved and not any(k.startswith(("encoder.", "hyperencoder.")) for k in moved)
+    assert any(k.startswith("decoder.") for k in moved)
+    optimised = {id(p) for group in training.optimizer.param_groups for p in group["params"]}
+    assert not any(id(p) in optimised for p in training.model.encoder.parameters())
+
+
+def test_frozen_prefix_matching_nothing_fails():
+    with pytest.raises(ParameterError, match="encoderr"):
+        trainable_parameters(CRDR(tiny(1).model_config()), 1, ("encoderr",))
+
+
+@pytest.mark.parametrize("gan", ["sgan", "rgan", "ragan", "hrrgan"])
+def test_each_gan_loss_runs_one_stage3_step(gan):
+    training = build_training(tiny(3, gan_loss=gan, perceptual_weight=0.0))
+    before_g, before_d = snapshot(training.model), snapshot(training.discriminator)
+    metrics = training_step(training, batch())
+    assert metrics["skipped"] == 0
+    for name in ("loss", "adversarial", "d_loss", "aux"):
+        assert torch.isfinite(torch.tensor(metrics[name])), name
+    assert changed(before_g, training.model) and changed(before_d, training.discriminator)
+
+
+@pytest.mark.parametrize("kind", ["independent", "shared", "hybrid"])
+def test_each_discriminator_kind_runs_one_stage3_step(kind):
+    training = build_training(tiny(3, discriminator=kind, perceptual_weight=0.0))
+    before = snapshot(training.discriminator)
+    metrics = training_step(training, batch())
+    assert metrics["skipped"] == 0 and changed(before, training.discriminator)
+    if kind == "independent":  # only the sampled level's discriminator learns
+        levels = {k.split(".")[1] for k in changed(before, training.discriminator)}
+        assert levels == {str(int(metrics["q"]))}
+
+
+def test_hrrgan_reference_is_the_next_rate_and_the_real_image_at_the_top(monkeypatch):
+    calls = []
+    for q_index, expected in ((2, [(2.0, 1.28), (3.0, 1.28)]), (4, [(4.0, 1.28)])):
+        training = build_training(tiny(3, perceptual_weight=0.0))
+        monkeypatch.setattr(loop, "_sample_q_beta", lambda _t, q=q_index: (q, float(q), 1.28))
+        hook = training.model.register_forward_pre_hook(lambda _m, args: calls.append(args[1:3]))
+        training_step(training, batch())
+        hook.remove()
+        assert calls == expected
+        calls.clear()
+
+
+def test_q_and_beta_are_drawn_on_the_paper_grid():
+    training = build_training(tiny(3, perceptual_weight=0.0))
+    draws = [loop._sample_q_beta(training) for _ in range(300)]
+    assert {q for q, _, _ in draws} == {0, 1, 2, 3, 4}
+    assert all(q == q_value for q, q_value, _ in draws)
+    for _, _, beta in draws:
+        k = round(beta / 0.0512)
+        assert 0 <= k <= 100 and beta == 5.12 * k / 100
+    assert loop._sample_q_beta(build_training(tiny(1, perceptual_weight=0.0))) == (0, None, None)
+
+
+def test_a_bad_loss_skips_every_update():
+    training = build_training(tiny(3, max_loss=1e-9, perceptual_weight=0.0))
+    before_g, before_d = snapshot(training.model), snapshot(training.discriminator)
+    metrics = training_step(training, batch())
+    assert metrics["skipped"] == 1
+    assert not changed(before_g, training.model) and not changed(before_d, training.discriminator)
+    assert training.scheduler.last_epoch == 1  # the schedule still counts the iteration
+
+
+def _stage_model(stage, seed=0):
+    torch.manual_seed(seed)
+    return CRDR(tiny(stage).model_config())
+
+
+def test_stage2_init_from_a_stage1_export_leaves_only_ica_new(tmp_path):
+    previous = _stage_model(1, seed=1)
+    save_weights(previous, tmp_path / "stage1.safetensors")
+    model = _stage_model(2)
+    new = init_from_previous(model, str(tmp_path / "stage1.safetensors"))
+    assert new and all(is_rate_parameter(k) for k in new)
+    assert {k for k in model.state_dict() if is_rate_parameter(k)} == set(new)
+    loaded = model.state_dict()
+    for key, value in previous.state_dict().items():
+        if not key.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table")):
+            assert torch.equal(loaded[key], value.half().float()), key
+
+
+def test_stage3_init_from_stage2_leaves_only_beta_parts_new_and_resets_them(tmp_path):
+    previous = _stage_model(2, seed=2)
+    save_weights(previous, tmp_path / "stage2.safetensors", half=False)
+    model = _stage_model(3)
+    new = init_from_previous(model, str(tmp_path / "stage2.safetensors"))
+    assert new and all(is_beta_parameter(k) for k in new)
+    assert any(k.startswith("decoder.mlp.") for k in new) and any(".proj_" in k for k in new)
+    state = model.state_dict()
+    assert torch.equal(state["decoder.conv1.weight"], previous.state_dict()["decoder.conv1.weight"])
+    weights = torch.cat([state[k].flatten() for k in new if k.endswith("weight")])
+    assert 0.01 < float(weights.std()) < 0.03
+    assert all(float(state[k].abs().max()) == 0 for k in new if k.endswith("bias"))
+
+
+def test_init_from_another_architecture_or_a_later_stage_fails(tmp_path):
+    save_weights(_stage_model(3), tmp_path / "stage3.safetensors")
+    with pytest.raises(WeightsError, match="does not have"):
+        init_from_previous(_stage_model(2), str(tmp_path / "stage3.safetensors"))
+    small = CRDR(dataclasses.replace(tiny(1).model_config(), encoder_channels=8))
+    save_weights(small, tmp_path / "narrow.safetensors")
+    with pytest.raises(WeightsError, match="encoder_channels"):
+        init_from_previous(_stage_model(2), str(tmp_path / "narrow.safetensors"))
+
+
+def test_bf16_autocast_runs_one_stage3_step():
+    training = build_training(tiny(3, bf16=True, perceptual_weight=0.1))
+    metrics = training_step(training, batch())
+    assert metrics["skipped"] == 0 and all(
+        torch.isfinite(torch.tensor(metrics[name])) for name in ("loss", "bpp", "d_loss")
+    )
