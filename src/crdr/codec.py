@@ -106,16 +106,6 @@ def _encode_tile(model: CRDR, rgb: np.ndarray, q: float) -> tuple[bytes, bytes, 
     return coded.z_string, coded.y_string, coded.y_hat
 
 
-def _decode_tile(
-    model: CRDR, z_string: bytes, y_string: bytes, width: int, height: int, q: float, beta: float
-) -> np.ndarray:
-    padded_h, padded_w = -(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE
-    z_size = (padded_h // STRIDE, padded_w // STRIDE)
-    with torch.no_grad(), single_thread():
-        x_hat = model.decompress(z_string, y_string, z_size, q, beta)
-    return image_io.from_model_output(x_hat[:, :, :height, :width])
-
-
 def _tile_size_for(width: int, height: int, tile_size: int | None) -> int:
     if tile_size is not None:
         return tile_size
@@ -267,8 +257,22 @@ class DecodedImage:
         return image_io.to_pil(self.rgb, self.alpha, self.colour)
 
 
-def decode_container(container: Container, model: CRDR, beta: float) -> DecodedImage:
-    """Reconstruct a parsed ``.crdr`` container at realism ``beta``."""
+@dataclass
+class DecodedLatents:
+    """A file after entropy decoding: ŷ per tile. It does not depend on ``beta``, so a caller that
+    decodes one file at several realisms (the web page) keeps this and re-runs only synthesis."""
+
+    header: Header
+    tiles: list[tuple[tuple[int, int, int, int], torch.Tensor]]  # ((left, top, w, h), ŷ)
+    alpha: np.ndarray | None
+
+
+def _z_size(width: int, height: int) -> tuple[int, int]:
+    return -(-height // STRIDE), -(-width // STRIDE)
+
+
+def decode_latents(container: Container, model: CRDR) -> DecodedLatents:
+    """Entropy-decode every tile of a parsed ``.crdr`` container (checks the model id first)."""
     header = container.header
     if header.model_id != model.model_id:
         raise ModelMismatchError(
@@ -276,17 +280,35 @@ def decode_container(container: Container, model: CRDR, beta: float) -> DecodedI
             f"{model.model_id.hex()} (pass the right --model)"
         )
     model.quality(header.q)
-    model.realism(beta)
-    rgb = np.empty((header.height, header.width, 3), dtype=np.uint8)
     segments = container.segments
+    tiles = []
     grid = bitstream.tile_grid(header.width, header.height, header.tile_size)
-    for index, (left, top, w, h) in enumerate(grid):
-        z_string, y_string = segments[2 * index].data, segments[2 * index + 1].data
-        rgb[top : top + h, left : left + w] = _decode_tile(model, z_string, y_string, w, h, header.q, beta)
+    with torch.no_grad(), single_thread():
+        for index, (left, top, w, h) in enumerate(grid):
+            z_string, y_string = segments[2 * index].data, segments[2 * index + 1].data
+            tiles.append(((left, top, w, h), model.decompress_latents(z_string, y_string, _z_size(w, h))))
     alpha = None
     if header.has_alpha:
         alpha = image_io.decode_alpha(segments[-1].data, header.width, header.height)
-    return DecodedImage(rgb, alpha, header.colour)
+    return DecodedLatents(header, tiles, alpha)
+
+
+def synthesize(latents: DecodedLatents, model: CRDR, beta: float) -> DecodedImage:
+    """Run the synthesis transform on every tile at realism ``beta`` and join the tiles."""
+    header = latents.header
+    model.realism(beta)
+    rgb = np.empty((header.height, header.width, 3), dtype=np.uint8)
+    with torch.no_grad(), single_thread():
+        for (left, top, w, h), y_hat in latents.tiles:
+            x_hat = torch.clamp(model.synthesis(y_hat, header.q, beta), -1, 1)
+            rgb[top : top + h, left : left + w] = image_io.from_model_output(x_hat[:, :, :h, :w])
+    return DecodedImage(rgb, latents.alpha, header.colour)
+
+
+def decode_container(container: Container, model: CRDR, beta: float) -> DecodedImage:
+    """Reconstruct a parsed ``.crdr`` container at realism ``beta``."""
+    model.realism(beta)
+    return synthesize(decode_latents(container, model), model, beta)
 
 
 def compress(image, *, q=None, target_bpp=None, target_size=None, target_psnr=None, model=None) -> bytes:
@@ -336,9 +358,16 @@ def decompress_official(data: bytes, *, beta: float = 0.0, model=None, max_pixel
     official = bitstream.unpack_official(data, max_pixels=max_pixels)
     codec_model.quality(official.q)
     codec_model.realism(beta)
-    rgb = _decode_tile(
-        codec_model, official.z_string, official.y_string, official.width, official.height, official.q, beta
+    with torch.no_grad(), single_thread():
+        y_hat = codec_model.decompress_latents(
+            official.z_string, official.y_string, _z_size(official.width, official.height)
+        )
+    header = Header(
+        width=official.width, height=official.height, q=official.q, model_id=codec_model.model_id,
+        colour=Colour.RGB, has_alpha=False, tile_size=0,
     )
+    box = (0, 0, official.width, official.height)
+    rgb = synthesize(DecodedLatents(header, [(box, y_hat)], None), codec_model, beta).rgb
     return Image.fromarray(rgb, "RGB")
 
 
@@ -380,6 +409,6 @@ def describe(data: bytes, *, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS) -> 
 
 __all__ = [
     "CrdrError", "FormatError", "EncodeResult", "DecodedImage", "compress", "decompress", "encode",
-    "encode_at", "decode_container", "compress_official", "decompress_official", "describe", "get_model",
+    "encode_at", "decode_container", "decode_latents", "synthesize", "DecodedLatents", "compress_official", "decompress_official", "describe", "get_model",
     "pad_to_stride",
 ]

@@ -58,7 +58,6 @@ from PIL import Image
 
 from crdr import baselines, bitstream, codec, image_io, metrics
 from crdr.errors import CrdrError, ParameterError
-from crdr.models.crdr import STRIDE
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SAMPLES_DIR = PACKAGE_DIR / "samples"
@@ -471,20 +470,10 @@ class Workbench:
         def entropy_decode() -> Latents:
             started = time.perf_counter()
             container = bitstream.unpack(stream.data)
-            header = container.header
-            tiles = []
-            # Same steps, thread count and tile order as codec.decode_container (a test compares
-            # the pixels), split after the entropy decoder.
-            with self._codec_lock, torch.no_grad(), codec.single_thread():
-                for index, (left, top, w, h) in enumerate(bitstream.tile_grid(header.width, header.height, header.tile_size)):
-                    z_size = (-(-h // STRIDE), -(-w // STRIDE))
-                    segments = container.segments[2 * index : 2 * index + 2]
-                    y_hat = self.model.decompress_latents(segments[0].data, segments[1].data, z_size)
-                    tiles.append(((left, top, w, h), y_hat))
+            with self._codec_lock:
+                decoded = codec.decode_latents(container, self.model)
                 image.entropy_decodes += 1
-            alpha = None
-            if header.has_alpha:
-                alpha = image_io.decode_alpha(container.segments[-1].data, header.width, header.height)
+            header, tiles, alpha = decoded.header, decoded.tiles, decoded.alpha
             return Latents(header, tuple(tiles), alpha, time.perf_counter() - started)
 
         value, cached = self._latents.get((image_id, stream.q), entropy_decode)
@@ -499,15 +488,14 @@ class Workbench:
             started = time.perf_counter()
             latents, _, cached_latents = self.latents(image_id, q)
             header = latents.header
-            rgb = np.empty((header.height, header.width, 3), dtype=np.uint8)
             synthesis_started = time.perf_counter()
-            with self._codec_lock, torch.no_grad(), codec.single_thread():
-                for (left, top, w, h), y_hat in latents.tiles:
-                    x_hat = torch.clamp(self.model.synthesis(y_hat, header.q, beta), -1, 1)
-                    rgb[top : top + h, left : left + w] = image_io.from_model_output(x_hat[:, :, :h, :w])
+            with self._codec_lock:
+                result = codec.synthesize(
+                    codec.DecodedLatents(header, list(latents.tiles), latents.alpha), self.model, beta
+                )
                 image.decodes += 1
             synthesis_seconds = time.perf_counter() - synthesis_started
-            result = codec.DecodedImage(rgb, latents.alpha, header.colour)
+            rgb = result.rgb
             return Decoded(
                 _png(result.to_pil()), metrics.psnr(image.source.rgb, rgb), time.perf_counter() - started,
                 0.0 if cached_latents else latents.seconds, synthesis_seconds,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from crdr.models.blocks import bottleneck_convs
+
 
 def fourier_embedding(beta: Tensor, max_beta: float, frequencies: int) -> Tensor:
     """``beta`` (N,) -> (N, 2L): [sin(n·2^k) for k < L, cos(n·2^k) for k < L], n = 2·beta/max − 1.
@@ -45,13 +47,7 @@ class BetaCondBottleneckBlock(nn.Module):
 
     def __init__(self, channels: int, mid_channels: int, condition_channels: int) -> None:
         super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(channels, mid_channels, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(mid_channels, mid_channels, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(mid_channels, channels, 1),
-        )
+        self.conv = bottleneck_convs(channels, mid_channels)
         self.proj_1 = nn.Conv2d(condition_channels, mid_channels, 1)
         self.proj_2 = nn.Conv2d(condition_channels, mid_channels, 1)
         self.proj_3 = nn.Conv2d(condition_channels, channels, 1)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from crdr.models.beta_condition import BetaCondBlocks, condition_mlp, fourier_embedding
+from crdr.models.blocks import bottleneck_convs
 from crdr.models.ica import InterpChannelAttention
 
 
@@ -20,13 +21,7 @@ class BottleneckBlock(nn.Module):
 
     def __init__(self, channels: int, mid_channels: int) -> None:
         super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(channels, mid_channels, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(mid_channels, mid_channels, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(mid_channels, channels, 1),
-        )
+        self.conv = bottleneck_convs(channels, mid_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv(x)
