@@ -19,6 +19,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = Path(__file__).resolve().parents[2] / "shared" / "testvectors" / "official-tiny" / "official_tiny.pth.tar"
+# The page is tested with the tiny random model (fast, always available); CRDR_SCREENSHOT_MODEL
+# (e.g. "default") serves a real model instead, for the README's picture.
+SCREENSHOT_MODEL = os.environ.get("CRDR_SCREENSHOT_MODEL")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -57,7 +60,10 @@ def server_url():
     # As `crdr serve` does: one torch thread per request (restored for the other test modules).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    workbench = serve.Workbench(TINY_MODEL, model_name="official-tiny (random weights)")
+    if SCREENSHOT_MODEL:
+        workbench = serve.Workbench(SCREENSHOT_MODEL, model_name=SCREENSHOT_MODEL)
+    else:
+        workbench = serve.Workbench(TINY_MODEL, model_name="official-tiny (random weights)")
     try:
         with serve.background_server(workbench) as url:
             yield url

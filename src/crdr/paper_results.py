@@ -1,8 +1,8 @@
-"""The authors' published RD points (``data/paper_rd.csv``), to plot next to our own results.
+"""The authors' published RD points (``paper_data/paper_rd.csv``), to plot next to our own results.
 
 What: :func:`load_paper_rd` returns the rows for one data set as plain dicts.
 Why: reproductions are judged against these numbers (Iwai et al., WACV 2024, ``rd_results/`` of
-github.com/iwa-shi/CRDR; see ``data/README.md`` for provenance and column meanings).
+github.com/iwa-shi/CRDR; see ``paper_data/README.md`` for provenance and column meanings).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def load_paper_rd(dataset: str) -> list[dict[str, float | str]]:
     increasing).
     """
     name = _dataset_name(dataset)
-    text = resources.files("crdr").joinpath("data", "paper_rd.csv").read_text(encoding="utf-8")
+    text = resources.files("crdr").joinpath("paper_data", "paper_rd.csv").read_text(encoding="utf-8")
     rows: list[dict[str, float | str]] = []
     for record in csv.DictReader(io.StringIO(text)):
         if record["dataset"] != name:

@@ -29,7 +29,7 @@ from crdr.entropy import TABLE_BUFFERS
 from crdr.errors import WeightsError
 from crdr.models.crdr import CRDR
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 DEFAULT_MODEL = "default"
 CONFIG_METADATA_KEY = "crdr_config"
 
