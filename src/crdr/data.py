@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -319,6 +320,11 @@ class _IndexOnly(Dataset):
 
 
 def _seed_worker(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group and `kill` by name reaches workers too; a worker that
+    # died of it makes the main process raise while it writes its final checkpoint. Workers leave
+    # SIGINT/SIGTERM to the main process, which stops them when it shuts the loader down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # torch seeds each worker with base_seed + worker_id, base_seed coming from the loader's seeded
     # generator; derive Python's and NumPy's seeds from it so any other randomness is reproducible.
     seed = torch.initial_seed() % 2**32
