@@ -66,3 +66,17 @@ def test_validation_writes_a_grid_of_q_rows_and_metrics(run):
 
 def test_tensorboard_events_are_written_when_enabled(run):
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_next_stage_export_records_the_stage_it_started_from(run, tmp_path):
+    stage2 = tmp_path / "stage2.safetensors"
+    assert main(["export", str(run), "-o", str(stage2)]) == 0
+    stage3_run = tmp_path / "stage3"
+    sets = ["steps=1", "perceptual_weight=0", "validate_every=0", f"init_from={stage2}"]
+    assert main(["train", "tiny-stage3", "--run-dir", str(stage3_run), *sum([["--set", s] for s in sets], [])]) == 0
+    stage3 = tmp_path / "stage3.safetensors"
+    assert main(["export", str(stage3_run), "-o", str(stage3)]) == 0
+    sidecar = json.loads(stage3.with_suffix(".json").read_text())
+    (previous,) = sidecar["previous_stages"]
+    assert previous["stage"] == 2 and previous["sha256"] == file_sha256(stage2)
+    assert "tiny-stage2" in previous["commands"][0]

@@ -65,8 +65,26 @@ def export(
         "config": config.to_dict(),
         "checkpoint": Path(state["path"]).name,
     }
+    extra = {"training": training, "command": commands}
+    previous = _previous_stages(config.init_from)
+    if previous:
+        # Weights of a later stage carry the record of the stages they grew from, so the exported
+        # file alone says how to re-run the whole recipe.
+        extra["previous_stages"] = previous
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    return save_weights(model, output_path, extra={"training": training, "command": commands}, half=half)
+    return save_weights(model, output_path, extra=extra, half=half)
+
+
+def _previous_stages(init_from: str) -> list[dict[str, Any]]:
+    """Training records of the export ``init_from`` names (its sidecar), oldest stage first."""
+    if not init_from:
+        return []
+    source = Path(init_from)
+    sidecar = _read_json(source.with_suffix(".json")) if source.suffix == ".safetensors" else None
+    if not sidecar or "training" not in sidecar:
+        return []
+    record = dict(sidecar["training"], sha256=sidecar.get("sha256"), file=source.name)
+    return list(sidecar.get("previous_stages") or []) + [record]
 
 
 def _read_json(path: Path) -> Any:
