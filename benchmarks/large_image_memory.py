@@ -53,6 +53,7 @@ def build_image(size: int, path: Path) -> None:
     from PIL import Image
 
     photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(KODAK.glob("*.png"))[:8]]
+    photos = [p.transpose(1, 0, 2) if p.shape[0] > p.shape[1] else p for p in photos]  # portrait → 512×768
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     index = 0
     for top in range(0, size, 512):
