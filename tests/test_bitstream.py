@@ -18,6 +18,8 @@ import pytest
 from crdr import bitstream
 from crdr.bitstream import (
     DEFAULT_MAX_PIXELS,
+    SUPPORTED_VERSIONS,
+    VERSION,
     Colour,
     Container,
     Header,
@@ -140,7 +142,7 @@ def test_layout_matches_documented_byte_offsets():
     container = Container.from_tiles(header, [(b"z0", b"y00"), (b"z1", b"y1")], alpha=b"A")
     expected_body = (
         b"CRDR"
-        + bytes([1, 1, 1, 0])  # version, colour GREY, flags alpha, reserved
+        + bytes([2, 1, 1, 0])  # version, colour GREY, flags alpha, reserved
         + MODEL_ID
         + struct.pack("<d", 1.5)
         + struct.pack("<IIII", 93, 61, 64, 5)
@@ -326,10 +328,25 @@ def test_unpack_refuses_wrong_magic():
         unpack(data)
 
 
-def test_unpack_refuses_unknown_version():
-    data = patch(pack(make_container()), 4, "<B", 2)
-    with pytest.raises(FormatError, match="version 2"):
+@pytest.mark.parametrize("version", [0, 3, 255])
+def test_unpack_refuses_unknown_version(version):
+    data = patch(pack(make_container()), 4, "<B", version)
+    with pytest.raises(FormatError, match=f"version {version} .*versions 1 and 2"):
         unpack(data)
+
+
+def test_version_round_trips_and_new_files_get_the_current_one():
+    assert make_header().version == VERSION == 2
+    for version in SUPPORTED_VERSIONS:
+        data = pack(make_container(version=version))
+        assert data[4] == version
+        assert unpack(data).header.version == version
+
+
+@pytest.mark.parametrize("version", [0, 3, True, 1.5])
+def test_header_refuses_unsupported_version(version):
+    with pytest.raises(ParameterError, match="version"):
+        make_header(version=version)
 
 
 def test_unpack_refuses_trailing_garbage():

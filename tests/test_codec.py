@@ -216,3 +216,44 @@ def test_exif_orientation_is_applied(tiny_model):
     image.save(buffer, format="JPEG", exif=exif.tobytes())
     decoded = codec.decompress(codec.compress(buffer.getvalue(), q=1.0, model=tiny_model), model=tiny_model)
     assert decoded.size == (10, 30)
+
+
+def test_version_1_files_decode_to_the_same_pixels_as_version_2(tiny_model, monkeypatch):
+    """Version 1 coded y with the next larger table scale; ŷ does not depend on the scale rule,
+    so a v1 and a v2 file of one image differ in their y bytes but decode to the same pixels."""
+    rgb = _photo(130, 70)
+    current = codec.compress(rgb, q=2.0, model=tiny_model)
+    monkeypatch.setattr(bitstream, "VERSION", 1)
+    old = codec.compress(rgb, q=2.0, model=tiny_model)
+    assert (current[4], old[4]) == (2, 1)
+    assert bitstream.unpack(current).segments[1].data != bitstream.unpack(old).segments[1].data
+    expected = np.asarray(codec.decompress(current, model=tiny_model))
+    assert np.array_equal(np.asarray(codec.decompress(old, model=tiny_model)), expected)
+    # The version byte selects the rule: a v1 payload read as v2 does not give the image back.
+    relabelled = bytearray(old[:-4])
+    relabelled[4] = 2
+    relabelled = bytes(relabelled) + struct.pack("<I", zlib.crc32(relabelled))
+    try:
+        wrong = np.asarray(codec.decompress(relabelled, model=tiny_model))
+    except CrdrError:
+        return
+    assert not np.array_equal(wrong, expected)
+
+
+@pytest.mark.parametrize("q", [0.0, 4.0])
+def test_file_payload_is_within_half_a_percent_of_the_estimated_bits(q):
+    """The entropy coder's overhead (issue 3: real payload bits ≤ 1.005 × −Σ log2 p) on a full
+    Kodak-size sample with the bundled model; benchmarks/rate_efficiency.py measures all of Kodak."""
+    from crdr import image_io, load_model
+    from crdr.weights import BUNDLED_DIR
+
+    model = load_model("default")
+    source = image_io.load_image(BUNDLED_DIR.parent / "samples" / "kodim23.png")
+    data = codec.encode_at(source, q, model)
+    container = bitstream.unpack(data)
+    payload_bits = 8 * sum(len(s.data) for s in container.segments)
+    x = codec.pad_to_stride(image_io.to_model_input(source.rgb))
+    with torch.no_grad():
+        estimated = float(model.eval()(x, q, 0.0).bits(quantized=True))
+    assert payload_bits <= 1.005 * estimated
+    assert payload_bits >= 0.99 * estimated  # the estimate is of the same latents

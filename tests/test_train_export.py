@@ -36,7 +36,23 @@ def test_export_loads_with_load_model_and_records_its_provenance(run, tmp_path):
     assert training["stage"] == 2 and training["step"] == 2 and training["wall_time_s"] >= 0
     assert training["config"]["name"] == "tiny-stage2"
     assert training["validation"]["step"] == 2 and len(training["validation"]["results"]) == 5
+    history = training["validation_history"]
+    assert [row["step"] for row in history] == [2] * 5
+    assert [row["q"] for row in history] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert all(row["bpp"] > 0 and row["psnr"] > 0 for row in history)
     assert "export" in training["export_command"]
+
+
+def test_validation_history_stops_at_the_exported_step(tmp_path):
+    from crdr.train.export import _validation_history
+
+    path = tmp_path / "validation.csv"
+    path.write_text("step,q,beta,bpp,psnr,perceptual\n500,0,,0.1,25,0.3\n1000,0,2.56,0.2,26,0.2\nbad,row\n")
+    assert _validation_history(path, 500) == [
+        {"step": 500, "q": 0.0, "beta": None, "bpp": 0.1, "psnr": 25.0, "perceptual": 0.3}
+    ]
+    assert len(_validation_history(path, 1000)) == 2
+    assert _validation_history(tmp_path / "missing.csv", 1000) == []
 
 
 def test_export_refuses_to_overwrite_without_force(run, tmp_path, capsys):

@@ -7,11 +7,11 @@ allocating, so a hostile or truncated file costs at most one pass over its own b
 leaks an ``IndexError``, ``struct.error`` or ``MemoryError``. ``docs/format.md`` is the full
 specification.
 
-``.crdr`` (version 1, little-endian)::
+``.crdr`` (version 2, little-endian; version 1 is read too)::
 
     offset  size        field
     0       4           magic b"CRDR"
-    4       1           version (1)
+    4       1           version (2; 1 = y elements coded with the next larger table scale)
     5       1           colour (0 RGB, 1 GREY)
     6       1           flags (bit 0: alpha segment present; other bits 0)
     7       1           reserved (0)
@@ -46,7 +46,10 @@ from typing import Sequence
 from crdr.errors import FormatError, ParameterError
 
 MAGIC = b"CRDR"
-VERSION = 1
+# Version 2 changed only how y elements pick their Gaussian table scale (nearest on a log axis
+# instead of next larger, see crdr.entropy.ScaleRule); the byte layout is the same.
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 DEFAULT_MAX_PIXELS = 2**28
 MODEL_ID_SIZE = 8
 Q_MAX = 64.0
@@ -75,7 +78,7 @@ class Colour(enum.IntEnum):
 
 
 class SegmentKind(enum.IntEnum):
-    """Kind byte of a segment. 0 and 4..255 are unassigned; version 1 readers refuse them."""
+    """Kind byte of a segment. 0 and 4..255 are unassigned; version 1 and 2 readers refuse them."""
 
     Z = 1
     Y = 2
@@ -142,7 +145,9 @@ class Header:
     """What a decoder needs besides the strings: size, rate parameter, model, colour and tiling.
 
     ``q`` is stored exactly (float64), unlike the authors' 1/16 grid; the model checks its own
-    range, the container only ``0 <= q <= 64``. Invalid values raise :class:`ParameterError`.
+    range, the container only ``0 <= q <= 64``. ``version`` says how the strings were coded
+    (:data:`SUPPORTED_VERSIONS`); new files get :data:`VERSION`. Invalid values raise
+    :class:`ParameterError`.
     """
 
     width: int
@@ -152,6 +157,7 @@ class Header:
     colour: Colour
     has_alpha: bool
     tile_size: int
+    version: int = VERSION
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
@@ -174,7 +180,9 @@ class Header:
             raise ParameterError(f"colour must be a Colour, got {self.colour!r}")
         if not isinstance(self.has_alpha, bool):
             raise ParameterError(f"has_alpha must be a bool, got {self.has_alpha!r}")
-        _normalise(self, ("width", "height", "tile_size"), int)
+        if not _is_int(self.version) or self.version not in SUPPORTED_VERSIONS:
+            raise ParameterError(f"version must be one of {SUPPORTED_VERSIONS}, got {self.version!r}")
+        _normalise(self, ("width", "height", "tile_size", "version"), int)
         _normalise(self, ("q",), float)
 
     @property
@@ -271,7 +279,7 @@ def pack(container: Container) -> bytes:
     parts = [
         _FIXED.pack(
             MAGIC,
-            VERSION,
+            header.version,
             int(header.colour),
             _FLAG_ALPHA if header.has_alpha else 0,
             0,
@@ -310,9 +318,10 @@ def unpack(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
     (_, version, colour, flags, reserved, model_id, q, width, height, tile_size, count) = (
         _FIXED.unpack_from(view, 0)
     )
-    if version != VERSION:
+    if version not in SUPPORTED_VERSIONS:
+        readable = " and ".join(str(v) for v in SUPPORTED_VERSIONS)
         raise FormatError(
-            f"unsupported .crdr version {version} (this crdr reads version {VERSION})"
+            f"unsupported .crdr version {version} (this crdr reads versions {readable})"
         )
     if flags & ~_FLAG_ALPHA or reserved:
         raise FormatError(
@@ -382,6 +391,7 @@ def unpack(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
         colour=Colour(colour),
         has_alpha=has_alpha,
         tile_size=tile_size,
+        version=version,
     )
     return Container(header, tuple(segments))
 

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from crdr import bitstream, image_io
 from crdr.bitstream import Colour, Container, Header, Segment, SegmentKind
+from crdr.entropy import ScaleRule
 from crdr.errors import CrdrError, FormatError, ModelMismatchError, ParameterError
 from crdr.models.crdr import CRDR, STRIDE
 from crdr.weights import DEFAULT_MODEL, load_model
@@ -97,12 +98,19 @@ class EncodeResult:
         return len(self.data) * 8 / (self.width * self.height)
 
 
-def _encode_tile(model: CRDR, rgb: np.ndarray, q: float) -> tuple[bytes, bytes, torch.Tensor]:
+# How each .crdr version's y elements pick their Gaussian table scale; the authors' .bin uses
+# CompressAI's next-larger rule.
+SCALE_RULES = {1: ScaleRule.NEXT_LARGER, 2: ScaleRule.NEAREST}
+
+
+def _encode_tile(
+    model: CRDR, rgb: np.ndarray, q: float, rule: ScaleRule
+) -> tuple[bytes, bytes, torch.Tensor]:
     x = pad_to_stride(image_io.to_model_input(rgb))
     with torch.no_grad():
         y = model.analysis(x, q)
         with single_thread():
-            coded = model.compress_latents(y)
+            coded = model.compress_latents(y, rule)
     return coded.z_string, coded.y_string, coded.y_hat
 
 
@@ -119,15 +127,18 @@ def encode_at(
     model.quality(q)  # range check before any work
     height, width = source.rgb.shape[:2]
     tile = _tile_size_for(width, height, tile_size)
+    version = bitstream.VERSION
     segments = []
     for left, top, w, h in bitstream.tile_grid(width, height, tile):
-        z_string, y_string, _ = _encode_tile(model, source.rgb[top : top + h, left : left + w], q)
+        z_string, y_string, _ = _encode_tile(
+            model, source.rgb[top : top + h, left : left + w], q, SCALE_RULES[version]
+        )
         segments += [Segment(SegmentKind.Z, z_string), Segment(SegmentKind.Y, y_string)]
     if source.alpha is not None:
         segments.append(Segment(SegmentKind.ALPHA, image_io.encode_alpha(source.alpha)))
     header = Header(
         width=width, height=height, q=float(q), model_id=model.model_id, colour=source.colour,
-        has_alpha=source.alpha is not None, tile_size=tile,
+        has_alpha=source.alpha is not None, tile_size=tile, version=version,
     )
     return bitstream.pack(Container(header, tuple(segments)))
 
@@ -280,13 +291,15 @@ def decode_latents(container: Container, model: CRDR) -> DecodedLatents:
             f"{model.model_id.hex()} (pass the right --model)"
         )
     model.quality(header.q)
+    rule = SCALE_RULES[header.version]
     segments = container.segments
     tiles = []
     grid = bitstream.tile_grid(header.width, header.height, header.tile_size)
     with torch.no_grad(), single_thread():
         for index, (left, top, w, h) in enumerate(grid):
             z_string, y_string = segments[2 * index].data, segments[2 * index + 1].data
-            tiles.append(((left, top, w, h), model.decompress_latents(z_string, y_string, _z_size(w, h))))
+            y_hat = model.decompress_latents(z_string, y_string, _z_size(w, h), rule)
+            tiles.append(((left, top, w, h), y_hat))
     alpha = None
     if header.has_alpha:
         alpha = image_io.decode_alpha(segments[-1].data, header.width, header.height)
@@ -344,7 +357,7 @@ def compress_official(image, *, q: float, model=None) -> bytes:
         raise ParameterError("the authors' format stores sizes in 16 bits: at most 65535x65535")
     q_byte = bitstream.official_q_byte(q)
     codec_model.quality(q)
-    z_string, y_string, y_hat = _encode_tile(codec_model, source.rgb, q)
+    z_string, y_string, y_hat = _encode_tile(codec_model, source.rgb, q, ScaleRule.NEXT_LARGER)
     official = bitstream.OfficialFile(
         height=height, width=width, max_abs_y=bitstream.official_max_abs_byte(float(y_hat.abs().max())),
         q_byte=q_byte, z_string=z_string, y_string=y_string,
@@ -360,7 +373,8 @@ def decompress_official(data: bytes, *, beta: float = 0.0, model=None, max_pixel
     codec_model.realism(beta)
     with torch.no_grad(), single_thread():
         y_hat = codec_model.decompress_latents(
-            official.z_string, official.y_string, _z_size(official.width, official.height)
+            official.z_string, official.y_string, _z_size(official.width, official.height),
+            ScaleRule.NEXT_LARGER,
         )
     header = Header(
         width=official.width, height=official.height, q=official.q, model_id=codec_model.model_id,
@@ -378,7 +392,7 @@ def describe(data: bytes, *, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS) -> 
         header = container.header
         return {
             "format": "crdr",
-            "version": bitstream.VERSION,
+            "version": header.version,
             "width": header.width,
             "height": header.height,
             "q": header.q,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from crdr.entropy import YGaussian, ste_round
+from crdr.entropy import ScaleRule, YGaussian, ste_round
 
 
 class SliceTransform(nn.Module):
@@ -126,28 +126,33 @@ class CharmContextModel(nn.Module):
         )
 
     @torch.no_grad()
-    def compress(self, y: Tensor, hyper_out: Tensor, gaussian: YGaussian) -> tuple[bytes, Tensor]:
-        """Code one image's ``y`` (1, Y, h, w) → ``(string, ŷ)``; one string, slices in order."""
+    def compress(
+        self, y: Tensor, hyper_out: Tensor, gaussian: YGaussian, rule: ScaleRule = ScaleRule.NEXT_LARGER
+    ) -> tuple[bytes, Tensor]:
+        """Code one image's ``y`` (1, Y, h, w) → ``(string, ŷ)``; one string, slices in order.
+        ``rule`` picks each element's table scale (the decoder must use the same)."""
         decoded: list[Tensor] = []
         symbols, indexes = [], []
         for index, y_slice in enumerate(y.chunk(self.num_slices, dim=1)):
             mu, sigma, mean_input = self.slice_parameters(index, hyper_out, decoded)
             slice_symbols = torch.round(y_slice - mu).int()
             symbols.append(slice_symbols)
-            indexes.append(gaussian.indexes(sigma))
+            indexes.append(gaussian.indexes(sigma, rule))
             y_hat_slice = slice_symbols.to(mu.dtype) + mu
             decoded.append(y_hat_slice + self.residual(index, mean_input, y_hat_slice))
         return gaussian.encode(symbols, indexes), torch.cat(decoded, dim=1)
 
     @torch.no_grad()
-    def decompress(self, string: bytes, hyper_out: Tensor, gaussian: YGaussian) -> Tensor:
+    def decompress(
+        self, string: bytes, hyper_out: Tensor, gaussian: YGaussian, rule: ScaleRule = ScaleRule.NEXT_LARGER
+    ) -> Tensor:
         """Decode ``ŷ`` (1, Y, h, w) from its string; ``hyper_out`` fixes the spatial size."""
         n, _, h, w = hyper_out.shape
         stream = gaussian.decoder(string, n * self.slice_channels * self.num_slices * h * w)
         decoded: list[Tensor] = []
         for index in range(self.num_slices):
             mu, sigma, mean_input = self.slice_parameters(index, hyper_out, decoded)
-            slice_symbols = stream.decode(gaussian.indexes(sigma))
+            slice_symbols = stream.decode(gaussian.indexes(sigma, rule))
             y_hat_slice = slice_symbols.to(mu.dtype) + mu
             decoded.append(y_hat_slice + self.residual(index, mean_input, y_hat_slice))
         return torch.cat(decoded, dim=1)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from crdr.config import PAPER, ModelConfig
-from crdr.entropy import YGaussian, ZBottleneck
+from crdr.entropy import ScaleRule, YGaussian, ZBottleneck
 from crdr.errors import ParameterError
 from crdr.models.charm import CharmContextModel
 from crdr.models.elic import ElicDecoder, ElicEncoder
@@ -188,14 +188,15 @@ class CRDR(nn.Module):
         self.entropy_model_y.build_tables()
 
     @torch.no_grad()
-    def compress(self, x: Tensor, q) -> CodedLatents:
-        """Code one padded image (1, 3, H, W) at quality ``q`` (spec §10.2)."""
+    def compress(self, x: Tensor, q, rule: ScaleRule = ScaleRule.NEXT_LARGER) -> CodedLatents:
+        """Code one padded image (1, 3, H, W) at quality ``q`` (spec §10.2); ``rule``: how y
+        elements pick their table scale (the authors' next-larger by default)."""
         if x.shape[0] != 1:
             raise ParameterError("compress codes one image at a time")
-        return self.compress_latents(self.analysis(x, q))
+        return self.compress_latents(self.analysis(x, q), rule)
 
     @torch.no_grad()
-    def compress_latents(self, y: Tensor) -> CodedLatents:
+    def compress_latents(self, y: Tensor, rule: ScaleRule = ScaleRule.NEXT_LARGER) -> CodedLatents:
         """Entropy-code ``y`` (1, Y, h, w): everything after the analysis transform.
 
         Split from :meth:`compress` so the codec can run this part, which the decoder must
@@ -204,18 +205,23 @@ class CRDR(nn.Module):
         z = self.hyperencoder(y)
         z_string, z_hat = self.entropy_model_z.compress(z)
         hyper_out = self.hyperdecoder(z_hat)
-        y_string, y_hat = self.context_model.compress(y, hyper_out, self.entropy_model_y)
+        y_string, y_hat = self.context_model.compress(y, hyper_out, self.entropy_model_y, rule)
         return CodedLatents(z_string, y_string, tuple(z.shape[-2:]), y_hat)
 
     @torch.no_grad()
-    def decompress_latents(self, z_string: bytes, y_string: bytes, z_size: tuple[int, int]) -> Tensor:
-        """Decode ``ŷ`` (1, Y, 4h, 4w) from the two strings (spec §10.6)."""
+    def decompress_latents(
+        self, z_string: bytes, y_string: bytes, z_size: tuple[int, int], rule: ScaleRule = ScaleRule.NEXT_LARGER
+    ) -> Tensor:
+        """Decode ``ŷ`` (1, Y, 4h, 4w) from the two strings (spec §10.6) with the encoder's ``rule``."""
         z_hat = self.entropy_model_z.decompress(z_string, z_size)
         hyper_out = self.hyperdecoder(z_hat)
-        return self.context_model.decompress(y_string, hyper_out, self.entropy_model_y)
+        return self.context_model.decompress(y_string, hyper_out, self.entropy_model_y, rule)
 
     @torch.no_grad()
-    def decompress(self, z_string: bytes, y_string: bytes, z_size: tuple[int, int], q, beta) -> Tensor:
+    def decompress(
+        self, z_string: bytes, y_string: bytes, z_size: tuple[int, int], q, beta,
+        rule: ScaleRule = ScaleRule.NEXT_LARGER,
+    ) -> Tensor:
         """Decode a padded reconstruction (1, 3, 64h, 64w) in [-1, 1] at realism ``beta``."""
-        y_hat = self.decompress_latents(z_string, y_string, z_size)
+        y_hat = self.decompress_latents(z_string, y_string, z_size, rule)
         return torch.clamp(self.synthesis(y_hat, q, beta), -1, 1)

@@ -3,8 +3,9 @@
 What: :func:`export` takes the newest checkpoint of a run directory, loads its codec weights into a
 fresh :class:`~crdr.models.crdr.CRDR` of the run's architecture (strictly), and writes them with
 :func:`crdr.weights.save_weights`. The sidecar carries, under ``training``, the commands that
-produced the run, the stage, the step reached, the training wall time, the last validation metrics
-and the resolved training config, next to the file's sha256 and model config.
+produced the run, the stage, the step reached, the training wall time, the last validation metrics,
+every validation row up to the exported step (so the learning curve travels with the weights) and
+the resolved training config, next to the file's sha256 and model config.
 
 Why: a weights file must say where it came from, and must load with
 :func:`crdr.weights.load_model` like any other model (entropy tables are rebuilt there, never
@@ -13,6 +14,7 @@ shipped). The discriminator and optimiser states stay in the run directory.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -62,6 +64,7 @@ def export(
         "wall_time_s": round(float(state.get("wall_time", 0.0)), 1),
         "world_size": state.get("world_size", 1),
         "validation": validation,
+        "validation_history": _validation_history(run_dir / "validation.csv", int(state["step"])),
         "config": config.to_dict(),
         "checkpoint": Path(state["path"]).name,
     }
@@ -85,6 +88,26 @@ def _previous_stages(init_from: str) -> list[dict[str, Any]]:
         return []
     record = dict(sidecar["training"], sha256=sidecar.get("sha256"), file=source.name)
     return list(sidecar.get("previous_stages") or []) + [record]
+
+
+def _validation_history(path: Path, last_step: int) -> list[dict[str, float | None]]:
+    """Rows of a run's ``validation.csv`` up to ``last_step`` (a resumed run may have validated
+    past the checkpoint it was exported from), numbers parsed; empty cells become ``None``."""
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError:
+        return []
+    history = []
+    for row in rows:
+        try:
+            parsed = {key: (float(value) if value not in ("", None) else None) for key, value in row.items()}
+        except ValueError:
+            continue
+        if parsed.get("step") is not None and parsed["step"] <= last_step:
+            parsed["step"] = int(parsed["step"])
+            history.append(parsed)
+    return history
 
 
 def _read_json(path: Path) -> Any:
