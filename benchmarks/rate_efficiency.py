@@ -7,7 +7,9 @@ reported per q and overall, and checked against the issue's requirement
 
     real payload bits ≤ 1.005 × estimated bits   (Kodak-size images, untiled)
 
-Then, on a few images, bpp and PSNR (β = 0) of the file coded in 256×256 tiles against the
+Beside each ratio: the encode and decode seconds of that file (untiled, β = 0, wall time in this
+process, after one warm-up image) and the process's peak RSS; the machine and its load average are
+recorded. Then, on a few images, bpp and PSNR (β = 0) of the file coded in 256×256 tiles against the
 untiled file, since tiles restart the context model and the hyperprior at every border.
 Why: the gap between real and estimated rate is the entropy coder's overhead (rANS precision,
 CDF tables, tail escapes); a regression there costs every user bits without changing any
@@ -24,6 +26,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
+import platform
+import resource
 import statistics
 import sys
 import time
@@ -39,6 +44,16 @@ def _payload_bits(data: bytes) -> int:
 
     container = bitstream.unpack(data)
     return 8 * sum(len(s.data) for s in container.segments if s.kind in (SegmentKind.Z, SegmentKind.Y))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _psnr(reference, decoded) -> float:
@@ -73,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     images = sorted(Path(args.kodak).glob("*.png"))[: args.images]
     if not images:
         raise SystemExit(f"no PNG images in {args.kodak}")
+    load_start = os.getloadavg()
+    # Warm-up (first-call allocations, lazy imports) so the first timed image is not penalised.
+    warm = image_io.load_image(images[0])
+    codec.decode_container(bitstream.unpack(codec.encode_at(warm, q_values[0], model, tile_size=0)), model, 0.0)
     started = time.perf_counter()
 
     rows = []
@@ -82,12 +101,18 @@ def main(argv: list[str] | None = None) -> int:
         height, width = source.rgb.shape[:2]
         pixels = width * height
         for q in q_values:
+            tic = time.perf_counter()
             data = codec.encode_at(source, q, model, tile_size=0)
+            encode_s = time.perf_counter() - tic
+            tic = time.perf_counter()
+            codec.decode_container(bitstream.unpack(data), model, 0.0)
+            decode_s = time.perf_counter() - tic
             estimate = estimated_bits(model, source.rgb, q)
             payload = _payload_bits(data)
             rows.append({"image": path.name, "q": q, "pixels": pixels, "estimated_bits": estimate,
                          "payload_bits": payload, "file_bits": 8 * len(data),
-                         "payload_ratio": payload / estimate, "file_ratio": 8 * len(data) / estimate})
+                         "payload_ratio": payload / estimate, "file_ratio": 8 * len(data) / estimate,
+                         "encode_s": encode_s, "decode_s": decode_s})
             if index < args.tile_images:
                 tiled = codec.encode_at(source, q, model, tile_size=args.tile_size)
                 untiled_rgb = codec.decode_container(bitstream.unpack(data), model, 0.0).rgb
@@ -113,23 +138,32 @@ def main(argv: list[str] | None = None) -> int:
             "file_ratio": file_bits / estimate,
             "max_payload_ratio": max(r["payload_ratio"] for r in members),
             "passes": all(r["payload_ratio"] <= REQUIRED_RATIO for r in members),
+            "encode_s": statistics.mean(r["encode_s"] for r in members),
+            "decode_s": statistics.mean(r["decode_s"] for r in members),
         }
 
     per_q = {f"{q:g}": summary([r for r in rows if r["q"] == q]) for q in q_values}
     overall = summary(rows)
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    load_end = os.getloadavg()
+    machine = (f"{_cpu_name()}, {len(os.sched_getaffinity(0))} usable CPUs, "
+               f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; load average "
+               f"{load_start[0]:.2f} at start, {load_end[0]:.2f} at end")
     lines = [
         f"# Rate efficiency: {label}",
         "",
         f"{len(images)} Kodak images, untiled. Ratio = real bits / estimated bits (sum over images); "
-        f"requirement: payload ratio ≤ {REQUIRED_RATIO} for every image.",
+        f"requirement: payload ratio ≤ {REQUIRED_RATIO} for every image. Encode/decode: mean seconds "
+        f"per image (untiled, β = 0). Peak RSS of the process: {peak_rss_mib:,.0f} MiB. "
+        f"{datetime.date.today()}, {machine}.",
         "",
-        "| q | est. bpp | payload bpp | file bpp | payload / est. | file / est. | worst image | ≤ 1.005 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| q | est. bpp | payload bpp | file bpp | payload / est. | file / est. | worst image | ≤ 1.005 | encode s | decode s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, s in [*per_q.items(), ("all", overall)]:
         lines.append(f"| {key} | {s['estimated_bpp']:.4f} | {s['payload_bpp']:.4f} | {s['file_bpp']:.4f} | "
                      f"{s['payload_ratio']:.4f} | {s['file_ratio']:.4f} | {s['max_payload_ratio']:.4f} | "
-                     f"{'yes' if s['passes'] else 'NO'} |")
+                     f"{'yes' if s['passes'] else 'NO'} | {s['encode_s']:.2f} | {s['decode_s']:.2f} |")
     if tiling:
         lines += [
             "",
@@ -156,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "required_ratio": REQUIRED_RATIO, "per_q": per_q, "overall": overall, "rows": rows,
         "tile_size": args.tile_size, "tiling": tiling, "seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mib": round(peak_rss_mib, 1), "machine": machine,
     }
     output.write_text(json.dumps(payload, indent=1) + "\n")
     output.with_suffix(".md").write_text(markdown + "\n")
