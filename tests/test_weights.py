@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import stat
 
 import pytest
 import torch
@@ -80,6 +82,15 @@ def test_fp16_export_round_trips_with_config_and_sha256(tmp_path, tiny_model):
         if a.is_floating_point() and a.numel():
             assert torch.allclose(a, b, rtol=1e-3, atol=1e-3), key
     assert loaded.model_id != tiny_model.model_id  # fp16 rounding changes the weights, so the id
+
+
+def test_saved_weights_get_the_umask_permissions_not_owner_only(tmp_path, tiny_model):
+    previous = os.umask(0o022)
+    try:
+        save_weights(tiny_model, tmp_path / "shared.safetensors")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "shared.safetensors").stat().st_mode) == 0o644
 
 
 def test_model_id_depends_on_weights_only():

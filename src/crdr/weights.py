@@ -274,6 +274,10 @@ def save_weights(
     }
     temporary = path.with_name(path.name + ".tmp")
     save_file(state, str(temporary), metadata={CONFIG_METADATA_KEY: model.config.to_json()})
+    # safetensors creates the file owner-only (0600); weights are meant to be shared and shipped.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     os.replace(temporary, path)
     sidecar = {
         "config": model.config.to_dict(),
