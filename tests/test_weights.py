@@ -13,7 +13,8 @@ from crdr.config import TINY
 from crdr.errors import WeightsError
 from crdr.models.crdr import CRDR
 from crdr.weights import (
-    crdr_to_official_key, infer_config, load_model, model_id, official_to_crdr_key, save_weights,
+    CONFIG_METADATA_KEY, crdr_to_official_key, infer_config, load_model, model_id, official_to_crdr_key,
+    save_weights,
 )
 
 
@@ -107,3 +108,38 @@ def test_model_id_depends_on_weights_only():
 def test_infer_config_rejects_non_crdr_state():
     with pytest.raises(WeightsError):
         infer_config({"foo": torch.zeros(1)})
+
+
+def test_fp16_export_keeps_the_lower_bounds_exact(tmp_path, tiny_model):
+    from safetensors.torch import load_file
+
+    path = tmp_path / "m.safetensors"
+    save_weights(tiny_model, path)
+    stored = load_file(str(path))
+    assert stored["entropy_model_y.likelihood_lower_bound.bound"].dtype == torch.float32
+    assert float(stored["entropy_model_y.likelihood_lower_bound.bound"]) == pytest.approx(1e-9)
+    assert float(stored["entropy_model_y.scale_bound"]) == pytest.approx(0.11, abs=1e-7)
+    assert stored["decoder.mlp.2.weight"].dtype == torch.float16
+
+
+def test_a_file_with_zeroed_bounds_loads_with_the_configs_bounds(tmp_path, tiny_model):
+    # Exports written before the bounds were kept in fp32 hold 0 for the 1e-9 likelihood bound.
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "m.safetensors"
+    save_weights(tiny_model, path)
+    stored = load_file(str(path))
+    for key in stored:
+        if key.endswith("likelihood_lower_bound.bound"):
+            stored[key] = torch.zeros(1, dtype=torch.float16)
+    stored["entropy_model_y.lower_bound_scale.bound"] = torch.tensor([0.11], dtype=torch.float16)
+    save_file(stored, str(path), metadata={CONFIG_METADATA_KEY: tiny_model.config.to_json()})
+    model = load_model(path)
+    bounds = {k: float(v) for k, v in model.state_dict().items() if k.endswith("bound")}
+    assert bounds["entropy_model_y.likelihood_lower_bound.bound"] == pytest.approx(1e-9)
+    assert bounds["entropy_model_z.likelihood_lower_bound.bound"] == pytest.approx(1e-9)
+    assert bounds["entropy_model_y.lower_bound_scale.bound"] == pytest.approx(0.11, abs=1e-8)
+    # A value far outside every bin still costs a finite number of bits.
+    far = torch.full((1, model.config.y_channels, 1, 1), 1e4)
+    likelihood = model.entropy_model_y.likelihood(far, torch.ones_like(far), torch.zeros_like(far))
+    assert torch.isfinite(torch.log(likelihood)).all()

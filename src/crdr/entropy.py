@@ -36,6 +36,8 @@ with warnings.catch_warnings():
 from crdr.errors import CrdrError, FormatError
 
 TABLE_BUFFERS = ("_offset", "_quantized_cdf", "_cdf_length", "scale_table")
+# Buffers holding CompressAI's lower bounds (likelihood 1e-9, Gaussian scale): constants, not learned.
+CONSTANT_BUFFERS = ("bound", "scale_bound")
 SCALE_TABLE_SIZE = 64
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from crdr.config import ModelConfig
-from crdr.entropy import TABLE_BUFFERS
+from crdr.entropy import CONSTANT_BUFFERS, TABLE_BUFFERS
 from crdr.errors import WeightsError
 from crdr.models.crdr import CRDR
 
@@ -64,6 +64,16 @@ def crdr_to_official_key(key: str) -> str:
 def is_table_buffer(key: str) -> bool:
     """Entropy-coder tables, rebuilt after loading and never read from a file."""
     return key.rsplit(".", 1)[-1] in TABLE_BUFFERS
+
+
+def is_constant_buffer(key: str) -> bool:
+    """The entropy models' lower bounds (likelihood 1e-9, scale ``config.scale_bound``).
+
+    Architecture constants, not learned: a loaded model keeps the values its config gives, and
+    files store them in float32 whatever the weights' dtype (in fp16, 1e-9 is 0, and a zero
+    likelihood bound makes the estimated rate infinite).
+    """
+    return key.rsplit(".", 1)[-1] in CONSTANT_BUFFERS
 
 
 def _shape(state: dict[str, Tensor], key: str, dim: int) -> int:
@@ -137,6 +147,7 @@ def load_state(model: CRDR, state: dict[str, Tensor]) -> None:
 
     Every parameter and buffer except the entropy tables must be present with the right shape;
     any other key is an error. Floating tensors are cast to the model's dtype (fp16 files load).
+    The constant lower bounds are not read: ``model`` keeps those of its config.
     """
     expected = {k: v for k, v in model.state_dict().items() if not is_table_buffer(k)}
     given = {k: v for k, v in state.items() if not is_table_buffer(k)}
@@ -156,7 +167,7 @@ def load_state(model: CRDR, state: dict[str, Tensor]) -> None:
     ]
     if wrong:
         raise WeightsError(f"shape mismatch: {_summarise(wrong, 3)}")
-    converted = {k: given[k].to(dtype=v.dtype) for k, v in expected.items()}
+    converted = {k: given[k].to(dtype=v.dtype) for k, v in expected.items() if not is_constant_buffer(k)}
     model.load_state_dict(converted, strict=False)
     model.build_tables()
 
@@ -268,7 +279,9 @@ def save_weights(
     path = Path(path)
     dtype = torch.float16 if half else torch.float32
     state = {
-        k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().cpu()
+        k: (v.detach().to(dtype) if v.is_floating_point() and not is_constant_buffer(k) else v.detach())
+        .contiguous()
+        .cpu()
         for k, v in model.state_dict().items()
         if not is_table_buffer(k)
     }

@@ -249,6 +249,23 @@ def _read_previous(source: str) -> tuple[dict[str, Tensor], ModelConfig]:
     return model.state_dict(), model.config
 
 
+def _parameter_groups(
+    trainable: dict[str, torch.nn.Parameter], aux_ids: set[int], config: TrainConfig
+) -> list[dict[str, Any]]:
+    """Adam groups of the codec parameters: all at ``lr``, the ICA ones at ``lr × ica_lr_scale``.
+
+    With the paper's scale of 1 there is one group, as in the authors' trainer (and as in
+    checkpoints written before ``ica_lr_scale`` existed, so they resume unchanged).
+    """
+    main = {name: p for name, p in trainable.items() if id(p) not in aux_ids}
+    ica = [p for name, p in main.items() if ".interp_ca_list." in name]
+    if config.ica_lr_scale == 1.0 or not ica:
+        return [{"params": list(main.values())}]
+    ica_ids = {id(p) for p in ica}
+    rest = [p for p in main.values() if id(p) not in ica_ids]
+    return [{"params": rest}, {"params": ica, "lr": config.lr * config.ica_lr_scale}]
+
+
 def init_from_previous(model: CRDR, source: str) -> list[str]:
     """Load every tensor of the previous stage into ``model``; return the names left new.
 
@@ -417,7 +434,7 @@ def build_training(
     aux_parameters = [p for p in trainable.values() if id(p) in aux_ids]
     if not main_parameters:
         raise ParameterError("every codec parameter is frozen: nothing to train")
-    optimizer = torch.optim.Adam(main_parameters, lr=config.lr)
+    optimizer = torch.optim.Adam(_parameter_groups(trainable, aux_ids, config), lr=config.lr)
     aux_optimizer = torch.optim.Adam(aux_parameters, lr=config.aux_lr) if aux_parameters else None
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
     perceptual = _perceptual_network(config.perceptual).to(device) if config.perceptual_weight > 0 else None
