@@ -130,6 +130,38 @@ def test_resume_refuses_to_change_what_the_run_computes(tmp_path, capsys):
     assert checkpoints.find_checkpoints(run)[-1][0] == 3
 
 
+def test_a_run_shortened_on_resume_decays_its_learning_rate_like_one_planned_that_way(tmp_path):
+    sets = ["perceptual_weight=0", "checkpoint_every=1"]
+    extra = sum([["--set", s] for s in sets], [])
+    planned, shortened = tmp_path / "planned", tmp_path / "shortened"
+    assert main(["train", "tiny-stage3", "--run-dir", str(planned), *extra,
+                 "--set", "steps=4", "--set", "lr_milestones=3"]) == 0
+    assert main(["train", "tiny-stage3", "--run-dir", str(shortened), *extra,
+                 "--set", "steps=2", "--set", "lr_milestones=100"]) == 0
+    assert main(["train", "--resume", str(shortened), "--set", "steps=4", "--set", "lr_milestones=3"]) == 0
+    state = final_state(shortened)
+    assert_same_tensors(final_state(planned)["model"], state["model"])
+    config = json.loads((shortened / "config.json").read_text())["config"]
+    assert config["lr_milestones"] == [3]
+    for key in ("optimizer", "discriminator_optimizer"):
+        assert [group["lr"] for group in state[key]["param_groups"]] == pytest.approx(
+            [group["lr"] for group in final_state(planned)[key]["param_groups"]]
+        )
+        assert all(group["lr"] < group["initial_lr"] for group in state[key]["param_groups"])
+
+
+def test_a_milestone_already_passed_on_resume_applies_at_once(tmp_path):
+    run = tmp_path / "run"
+    extra = ["--set", "perceptual_weight=0", "--set", "checkpoint_every=1"]
+    assert main(["train", "tiny-stage1", "--run-dir", str(run), *extra, "--set", "steps=2",
+                 "--set", "lr_milestones=100"]) == 0
+    assert main(["train", "--resume", str(run), "--set", "steps=3", "--set", "lr_milestones=1"]) == 0
+    state = final_state(run)
+    gamma = json.loads((run / "config.json").read_text())["config"]["lr_gamma"]
+    for group in state["optimizer"]["param_groups"]:
+        assert group["lr"] == pytest.approx(group["initial_lr"] * gamma)
+
+
 def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "tiny-stage1", "--run-dir", str(run), "--set", "steps=4", "--set", "perceptual_weight=0"]) == 0

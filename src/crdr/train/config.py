@@ -283,6 +283,7 @@ RESUME_OVERRIDABLE = frozenset(
     {
         "steps", "workers", "device", "threads", "checkpoint_every", "checkpoint_minutes",
         "keep_checkpoints", "validate_every", "log_every", "tensorboard", "progress",
+        "lr_milestones",  # a run cut short on resume can still decay its learning rate
     }
 )
 

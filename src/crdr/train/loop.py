@@ -45,6 +45,7 @@ every parameter in every stage (spec §14.2), so :data:`STAGE_FROZEN` is empty f
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime
@@ -834,6 +835,26 @@ def default_run_dir(config: TrainConfig) -> Path:
     return Path(config.log_dir) / f"{config.name}-{stamp}"
 
 
+def _reschedule(scheduler: torch.optim.lr_scheduler.LRScheduler | None, milestones, gamma: float) -> None:
+    """Give a restored ``MultiStepLR`` the config's milestones and set each group's learning rate to
+    what that schedule gives at the restored step.
+
+    Why: ``load_state_dict`` restores the milestones saved at the start of the run, so a run whose
+    ``steps`` is shortened on resume (``--set steps=N --set lr_milestones=M``) would otherwise
+    never reach its decay. A milestone at or before the restored step applies at once.
+    """
+    if scheduler is None:
+        return
+    wanted = collections.Counter(int(m) for m in milestones)
+    if scheduler.milestones == wanted:
+        return
+    scheduler.milestones = wanted
+    passed = sum(1 for m in milestones if int(m) <= scheduler.last_epoch)
+    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = base * gamma**passed
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+
+
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, command: str, world_size: int) -> None:
     """Create (or, resuming, update) ``config.json``: the resolved config and every command used."""
     record_path = run_dir / "config.json"
@@ -965,6 +986,8 @@ def _run(
     training = build_training(config, device, distributed, init=state is None)
     if state is not None:
         training.load_state_dict(state)
+        _reschedule(training.scheduler, config.lr_milestones, config.lr_gamma)
+        _reschedule(training.discriminator_scheduler, config.lr_milestones, config.lr_gamma)
         ranks = state.get("rng") or []
         if state.get("world_size") == distributed.world_size and len(ranks) == distributed.world_size:
             checkpoints.restore_rng(ranks[distributed.rank], device)
