@@ -208,3 +208,54 @@ def test_ica_lr_scale_speeds_up_only_the_ica_parameters(scale):
 def test_ica_lr_scale_must_be_positive():
     with pytest.raises(ParameterError, match="ica_lr_scale"):
         tiny(2, ica_lr_scale=0.0)
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_beta_lr_scale_speeds_up_only_the_beta_parameters(scale, monkeypatch):
+    config = tiny(3, beta_lr_scale=scale, perceptual_weight=0.0)
+    training = build_training(config)
+    beta_names = set(training.model.beta_parameters())
+    before = snapshot(training.model)
+    monkeypatch.setattr(loop, "_sample_q_beta", lambda _training: (1, 1.0, 2.56))
+    training_step(training, batch())
+    after = training.model.state_dict()
+
+    def largest_step(keep):
+        return max(float((after[k] - before[k]).abs().max()) for k in before if keep(k))
+
+    beta = largest_step(lambda k: k in beta_names)
+    other = largest_step(lambda k: k.startswith(("encoder.", "decoder.")) and k not in beta_names)
+    assert beta == pytest.approx(config.lr * scale, rel=0.02)
+    assert other == pytest.approx(config.lr, rel=0.02)
+
+
+def test_model_names_its_rate_and_beta_parameters():
+    model = CRDR(tiny(3).model_config())
+    rate, beta = model.rate_parameters(), model.beta_parameters()
+    assert rate and all(".interp_ca_list." in name for name in rate)
+    assert beta and all(name.startswith("decoder.") and (".proj_" in name or ".mlp." in f".{name}") for name in beta)
+    named = dict(model.named_parameters())
+    assert all(named[name] is p for name, p in {**rate, **beta}.items())
+    stage2 = CRDR(tiny(2).model_config())
+    assert stage2.rate_parameters() and not stage2.beta_parameters()
+    assert not CRDR(tiny(1).model_config()).rate_parameters()
+
+
+def test_bf16_autocast_keeps_the_entropy_model_in_float32():
+    model = CRDR(tiny(3).model_config()).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = model(batch(), 1.0, 2.56)
+    assert result.x_hat.dtype == torch.bfloat16  # the transforms did run in bf16
+    for name in ("z", "z_hat", "hyper_out", "mu", "sigma", "y_likelihoods", "z_likelihoods", "y_q_likelihoods"):
+        assert getattr(result, name).dtype == torch.float32, name
+
+
+def test_channels_last_step_matches_the_default_layout():
+    results = []
+    for channels_last in (False, True):
+        training = build_training(tiny(3, channels_last=channels_last, perceptual_weight=0.1))
+        results.append((training_step(training, batch()), training))
+    (plain, _), (nhwc, training) = results
+    assert training.model.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    for name in ("loss", "mse", "bpp", "d_loss"):
+        assert nhwc[name] == pytest.approx(plain[name], rel=1e-3), name  # other conv kernels, same maths

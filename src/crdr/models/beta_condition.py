@@ -9,6 +9,8 @@ decode time, so one bitstream can be decoded faithful (beta = 0) or realistic (b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -52,6 +54,11 @@ class BetaCondBottleneckBlock(nn.Module):
         self.proj_2 = nn.Conv2d(condition_channels, mid_channels, 1)
         self.proj_3 = nn.Conv2d(condition_channels, channels, 1)
 
+    def projection_parameters(self, prefix: str) -> Iterator[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` of the three condition projections (what β conditioning adds)."""
+        for name in ("proj_1", "proj_2", "proj_3"):
+            yield from getattr(self, name).named_parameters(prefix=f"{prefix}.{name}")
+
     def forward(self, x: Tensor, condition: Tensor) -> Tensor:
         h = torch.relu(self.conv[0](x)) + self.proj_1(condition)
         h = torch.relu(self.conv[2](h)) + self.proj_2(condition)
@@ -68,6 +75,10 @@ class BetaCondBlocks(nn.Module):
             self.add_module(
                 f"block{index}", BetaCondBottleneckBlock(channels, mid_channels, condition_channels)
             )
+
+    def projection_parameters(self, prefix: str) -> Iterator[tuple[str, nn.Parameter]]:
+        for name, block in self.named_children():
+            yield from block.projection_parameters(f"{prefix}.{name}")
 
     def forward(self, x: Tensor, condition: Tensor) -> Tensor:
         for block in self.children():

@@ -157,10 +157,15 @@ class CRDR(nn.Module):
     def forward(self, x: Tensor, q=None, beta=None) -> ForwardResult:
         """Training (``self.training``) or evaluation forward pass (spec §9)."""
         y = self.analysis(x, q)
-        z = self.hyperencoder(y)
-        z_hat, z_lik, z_qlik = self.entropy_model_z(z, self.training)
-        hyper_out = self.hyperdecoder(z_hat)
-        context = self.context_model(y, hyper_out, self.entropy_model_y, self.training)
+        # Under a mixed-precision autocast (training's bf16 option) only g_a and g_s run in low
+        # precision: everything the rate and the entropy coder depend on (hyperprior, bottleneck,
+        # context model, scale bounds, likelihoods) stays float32.
+        with torch.autocast(y.device.type, enabled=False):
+            y = y.float()
+            z = self.hyperencoder(y)
+            z_hat, z_lik, z_qlik = self.entropy_model_z(z, self.training)
+            hyper_out = self.hyperdecoder(z_hat)
+            context = self.context_model(y, hyper_out, self.entropy_model_y, self.training)
         x_hat_raw = self.synthesis(context.y_hat, q, beta)
         x_hat = x_hat_raw if self.training else torch.clamp(x_hat_raw, -1, 1)
         return ForwardResult(
@@ -180,6 +185,24 @@ class CRDR(nn.Module):
 
     def main_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.endswith("quantiles")]
+
+    def rate_parameters(self) -> dict[str, nn.Parameter]:
+        """Name → parameter of what variable rate (stage 2) adds: the ICA layers of g_a and g_s.
+
+        Empty for a single-rate model. The model owns this list so that no caller has to
+        recognise ICA parameters by their names.
+        """
+        found: dict[str, nn.Parameter] = {}
+        for part in ("encoder", "decoder"):
+            layers = getattr(self, part).interp_ca_list
+            if layers is not None:
+                found.update(layers.named_parameters(prefix=f"{part}.interp_ca_list"))
+        return found
+
+    def beta_parameters(self) -> dict[str, nn.Parameter]:
+        """Name → parameter of what β conditioning (stage 3) adds: the decoder's condition MLP
+        and the ``proj_*`` 1x1 projections inside its β blocks. Empty without β conditioning."""
+        return dict(self.decoder.beta_parameters(prefix="decoder"))
 
     # -- entropy coding ---------------------------------------------------------------------
     def build_tables(self) -> None:

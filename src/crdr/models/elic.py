@@ -8,6 +8,8 @@ constructor arguments so the three training stages share one class.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -195,6 +197,15 @@ class ElicDecoder(nn.Module):
             if everything or "proj_" in name or name.startswith("mlp"):
                 nn.init.normal_(module.weight, 0.0, 0.02)
                 nn.init.zeros_(module.bias)
+
+    def beta_parameters(self, prefix: str = "") -> Iterator[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` of the β parts: the condition MLP and every ``proj_*``."""
+        if not self.beta_conditioned:
+            return
+        dot = f"{prefix}." if prefix else ""
+        yield from self.mlp.named_parameters(prefix=f"{dot}mlp")
+        for name in self.BETA_LAYERS:
+            yield from getattr(self, name).projection_parameters(prefix=f"{dot}{name}")
 
     def condition(self, beta: Tensor) -> Tensor:
         """``beta`` (N,) → condition ``c`` (N, C, 1, 1)."""

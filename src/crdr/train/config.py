@@ -86,6 +86,10 @@ class TrainConfig:
     # moves each ICA gain by at most 1e-4 a step, so a few thousand CPU steps leave the q levels
     # almost alike (measured: gains within 0.91–1.07 after 8 k steps) and the rates bunch together.
     ica_lr_scale: float = 1.0
+    # The β-conditioning layers (condition MLP, proj_*) train at lr × this. They start at N(0, 0.02)
+    # in stage 3 and alone make the decoder's output depend on β; at the paper's lr a few thousand
+    # steps left β = 0 and β = 5.12 within 0.1 dB of each other (issue 13).
+    beta_lr_scale: float = 1.0
     aux_lr: float = 1e-3
     discriminator_lr: float = 1e-4
     lr_milestones: tuple[int, ...] = (800_000,)  # G and D learning rates × lr_gamma at each
@@ -126,7 +130,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
     threads: int = 0  # CPU threads (torch.set_num_threads); 0 = torch's default
-    bf16: bool = False  # bfloat16 autocast of the forward passes (not in the paper)
+    # bfloat16 autocast of the transforms, discriminator and perceptual network (not in the paper;
+    # the entropy model stays float32). Pays only on hardware with bf16 units (AMX, AVX512-BF16,
+    # CUDA): on an AVX2-only CPU it is ~8-17x slower (benchmarks/train_step.py).
+    bf16: bool = False
+    channels_last: bool = False  # NHWC convolution weights and batches (CPU: ~10 % faster, fp32)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -182,6 +190,7 @@ class TrainConfig:
             (self.steps >= 0, "steps must be >= 0"),
             (min(self.lr, self.aux_lr, self.discriminator_lr) > 0, "learning rates must be positive"),
             (self.ica_lr_scale > 0, "ica_lr_scale must be positive"),
+            (self.beta_lr_scale > 0, "beta_lr_scale must be positive"),
             (list(self.lr_milestones) == sorted(self.lr_milestones), "lr_milestones must be increasing"),
             (self.clip_norm > 0, "clip_norm must be positive"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),

@@ -208,13 +208,24 @@ def _broadcast_module(module: nn.Module | None, distributed: Distributed) -> Non
 
 
 def is_rate_parameter(name: str) -> bool:
-    """Parameters the variable-rate model (stage 2) adds: the ICA layers of encoder and decoder."""
-    return ".interp_ca_list." in f".{name}"
+    """Whether ``name`` is an ICA parameter (what stage 2 adds); see :meth:`CRDR.rate_parameters`."""
+    return name in _stage_parameter_names()[0]
 
 
 def is_beta_parameter(name: str) -> bool:
-    """Parameters the β-conditioned model (stage 3) adds: the decoder's ``proj_*`` and ``mlp``."""
-    return name.startswith("decoder.") and (".proj_" in name or name.startswith("decoder.mlp."))
+    """Whether ``name`` is a β-conditioning parameter (what stage 3 adds); see :meth:`CRDR.beta_parameters`."""
+    return name in _stage_parameter_names()[1]
+
+
+@functools.cache
+def _stage_parameter_names() -> tuple[frozenset[str], frozenset[str]]:
+    """The names the stage-3 model gives its rate and β parameters, asked of the model itself.
+    Names do not depend on the widths, so the tiny preset answers for every preset."""
+    from crdr.config import preset
+
+    with torch.random.fork_rng(devices=[]):  # building it must not shift the training RNG
+        model = CRDR(preset("tiny"))
+    return frozenset(model.rate_parameters()), frozenset(model.beta_parameters())
 
 
 def trainable_parameters(
@@ -251,20 +262,28 @@ def _read_previous(source: str) -> tuple[dict[str, Tensor], ModelConfig]:
 
 
 def _parameter_groups(
-    trainable: dict[str, torch.nn.Parameter], aux_ids: set[int], config: TrainConfig
+    model: CRDR, trainable: dict[str, torch.nn.Parameter], aux_ids: set[int], config: TrainConfig
 ) -> list[dict[str, Any]]:
-    """Adam groups of the codec parameters: all at ``lr``, the ICA ones at ``lr × ica_lr_scale``.
+    """Adam groups of the codec parameters: all at ``lr``, the ICA ones at ``lr × ica_lr_scale``
+    and the β-conditioning ones at ``lr × beta_lr_scale``.
 
-    With the paper's scale of 1 there is one group, as in the authors' trainer (and as in
-    checkpoints written before ``ica_lr_scale`` existed, so they resume unchanged).
+    A group exists only when its scale is not 1, so with the paper's scales there is one group, as
+    in the authors' trainer (and checkpoints written before a scale existed resume unchanged).
+    The order is fixed (rest, ICA, β): optimiser states are matched to groups by position.
     """
     main = {name: p for name, p in trainable.items() if id(p) not in aux_ids}
-    ica = [p for name, p in main.items() if ".interp_ca_list." in name]
-    if config.ica_lr_scale == 1.0 or not ica:
-        return [{"params": list(main.values())}]
-    ica_ids = {id(p) for p in ica}
-    rest = [p for p in main.values() if id(p) not in ica_ids]
-    return [{"params": rest}, {"params": ica, "lr": config.lr * config.ica_lr_scale}]
+    scaled = [
+        (config.ica_lr_scale, model.rate_parameters()),
+        (config.beta_lr_scale, model.beta_parameters()),
+    ]
+    groups, taken = [], set()
+    for scale, named in scaled:
+        chosen = [p for name, p in named.items() if name in main]
+        if scale != 1.0 and chosen:
+            groups.append({"params": chosen, "lr": config.lr * scale})
+            taken.update(id(p) for p in chosen)
+    rest = [p for p in main.values() if id(p) not in taken]
+    return [{"params": rest}] + groups
 
 
 def init_from_previous(model: CRDR, source: str) -> list[str]:
@@ -425,6 +444,8 @@ def build_training(
     if init and config.init_from:
         init_from_previous(model, config.init_from)
     model.to(device).train()
+    if config.channels_last:
+        _use_channels_last(model)
     trainable = trainable_parameters(model, config.stage, config.frozen)
     aux_ids = {id(p) for p in model.aux_parameters()}
     for parameter in model.parameters():
@@ -435,7 +456,7 @@ def build_training(
     aux_parameters = [p for p in trainable.values() if id(p) in aux_ids]
     if not main_parameters:
         raise ParameterError("every codec parameter is frozen: nothing to train")
-    optimizer = torch.optim.Adam(_parameter_groups(trainable, aux_ids, config), lr=config.lr)
+    optimizer = torch.optim.Adam(_parameter_groups(model, trainable, aux_ids, config), lr=config.lr)
     aux_optimizer = torch.optim.Adam(aux_parameters, lr=config.aux_lr) if aux_parameters else None
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
     perceptual = _perceptual_network(config.perceptual).to(device) if config.perceptual_weight > 0 else None
@@ -453,6 +474,8 @@ def build_training(
         discriminator = build_discriminator(
             config.discriminator, levels=config.rate_levels, main_channels=config.discriminator_channels
         ).to(device).train()
+        if config.channels_last:
+            _use_channels_last(discriminator)
         training.discriminator = discriminator
         training.discriminator_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.discriminator_lr)
         training.discriminator_scheduler = torch.optim.lr_scheduler.MultiStepLR(
@@ -460,6 +483,14 @@ def build_training(
         )
         training.gan = gan_loss(config.gan_loss)
     return training
+
+
+def _use_channels_last(module: nn.Module) -> None:
+    """Store every convolution weight NHWC, in place (the convolutions' fastest layout on CPU with
+    oneDNN and on tensor-core GPUs). Only 4-d weights have the layout, hence per convolution."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            layer.to(memory_format=torch.channels_last)
 
 
 def _sample_q_beta(training: Training) -> tuple[int, float | None, float | None]:
@@ -484,6 +515,8 @@ def training_step(training: Training, x: Tensor) -> dict[str, float]:
     from crdr.losses import hific_rate_loss, mse_loss
 
     config, model, discriminator = training.config, training.model, training.discriminator
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     q_index, q, beta = _sample_q_beta(training)
     realism = beta if config.beta_weighted else 1.0
     nan = torch.tensor(float("nan"), device=training.device)
@@ -511,7 +544,8 @@ def training_step(training: Training, x: Tensor) -> dict[str, float]:
     )
     loss = config.mse_weight * terms["mse"] + terms["rate"]
     if training.perceptual is not None:
-        terms["perceptual"] = training.perceptual(x_hat, x)
+        with training.autocast():
+            terms["perceptual"] = training.perceptual(x_hat, x).float()
         loss = loss + realism * config.perceptual_weight * terms["perceptual"]
     if discriminator is not None:
         with training.autocast():
