@@ -2,14 +2,39 @@
 
 Implements Iwai, Miyazaki & Omachi, "Controlling Rate, Distortion, and Realism: Towards a Single
 Comprehensive Neural Image Compression Model" (WACV 2024).
+
+The public names are imported on first use (PEP 562), so ``import crdr`` and the CLI's help,
+version and ``info`` start without loading torch.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from crdr.codec import compress, decompress, encode  # noqa: E402
-from crdr.config import ModelConfig  # noqa: E402
-from crdr.errors import CrdrError  # noqa: E402
-from crdr.models.crdr import CRDR  # noqa: E402
-from crdr.weights import load_model, save_weights  # noqa: E402
+# Public name -> module that defines it; each is imported when the name is first read.
+_LAZY = {
+    "compress": "crdr.codec",
+    "decompress": "crdr.codec",
+    "encode": "crdr.codec",
+    "ModelConfig": "crdr.config",
+    "CrdrError": "crdr.errors",
+    "CRDR": "crdr.models.crdr",
+    "load_model": "crdr.weights",
+    "save_weights": "crdr.weights",
+}
 
 __all__ = ["CRDR", "CrdrError", "ModelConfig", "compress", "decompress", "encode", "load_model", "save_weights"]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'crdr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later reads skip this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -8,11 +8,14 @@ and never overwrite an existing file without ``--force``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
 from pathlib import Path
 
+# Only light modules here: help, --version, info and argument errors must start without torch
+# (tests/test_cli_startup.py). The codec and the other commands are imported where they run.
 from crdr import __version__, bitstream
 from crdr.errors import CrdrError, OutputExistsError, ParameterError
 
@@ -118,10 +121,44 @@ def run_decompress(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_info(args: argparse.Namespace) -> int:
-    from crdr import codec
+def describe(data: bytes, *, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS) -> dict:
+    """Header facts of a ``.crdr`` or ``.bin`` file, for ``crdr info`` (bitstream only: no torch)."""
+    if bitstream.is_crdr(data):
+        container = bitstream.unpack(data, max_pixels=max_pixels)
+        header = container.header
+        return {
+            "format": "crdr",
+            "version": header.version,
+            "width": header.width,
+            "height": header.height,
+            "q": header.q,
+            "model_id": header.model_id.hex(),
+            "colour": header.colour.name.lower(),
+            "alpha": header.has_alpha,
+            "tile_size": header.tile_size,
+            "tiles": bitstream.tile_count(header.width, header.height, header.tile_size),
+            "segments": [{"kind": s.kind.name, "bytes": len(s.data)} for s in container.segments],
+            "bytes": len(data),
+            "bpp": len(data) * 8 / (header.width * header.height),
+        }
+    official = bitstream.unpack_official(data, max_pixels=max_pixels)
+    return {
+        "format": "official",
+        "width": official.width,
+        "height": official.height,
+        "q": official.q,
+        "max_abs_y": official.max_abs_y,
+        "segments": [
+            {"kind": "Z", "bytes": len(official.z_string)},
+            {"kind": "Y", "bytes": len(official.y_string)},
+        ],
+        "bytes": len(data),
+        "bpp": len(data) * 8 / (official.width * official.height),
+    }
 
-    facts = codec.describe(Path(args.file).read_bytes(), max_pixels=args.max_pixels)
+
+def run_info(args: argparse.Namespace) -> int:
+    facts = describe(Path(args.file).read_bytes(), max_pixels=args.max_pixels)
     if args.json:
         print(json.dumps(facts, indent=1))
         return 0
@@ -144,7 +181,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``crdr`` parser; the module behind ``command`` (if an extra one) is imported and registered.
+
+    The other extra commands get a placeholder carrying their one-line help, so ``crdr --help``
+    lists every command without importing their modules (``crdr.serve`` imports torch).
+    """
     parser = argparse.ArgumentParser(prog="crdr", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"crdr {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -179,17 +221,35 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--max-pixels", type=int, default=bitstream.DEFAULT_MAX_PIXELS)
     info.set_defaults(handler=run_info)
 
-    for module in EXTRA_COMMANDS:
-        __import__(module, fromlist=["register"]).register(commands)
+    for module, helps in EXTRA_COMMANDS.items():
+        if command in helps:
+            importlib.import_module(module).register(commands)
+            continue
+        for name, text in helps.items():
+            commands.add_parser(name, help=text, add_help=False)
     return parser
 
 
-# Modules contributing subcommands through ``register(subparsers)``.
-EXTRA_COMMANDS: tuple[str, ...] = ("crdr.train.command", "crdr.evaluate", "crdr.serve")
+# Modules contributing subcommands through ``register(subparsers)``, with each command's one-line
+# help as that module gives it (tests/test_cli_startup.py checks that the two agree).
+EXTRA_COMMANDS: dict[str, dict[str, str]] = {
+    "crdr.train.command": {
+        "train": "train one stage (presets: stage1-3, small-stage1-3, tiny-stage1-3)",
+        "export": "export a training run's weights for coding",
+    },
+    "crdr.evaluate": {"eval": "RD / realism evaluation of crdr and classical codecs on an image folder"},
+    "crdr.serve": {"serve": "local web page: try q and beta, compare with JPEG/WebP/AVIF"},
+}
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv``: its first word (the top level has only flag options)."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
