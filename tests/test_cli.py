@@ -1,13 +1,20 @@
-"""The command line, driven through ``main(argv)``: outputs, --force, errors as one line."""
+"""The command line, driven through ``main(argv)``: outputs, --force, errors as one line; no run
+overwrites an input or lets two inputs share an output; directory runs resume and keep going;
+stdin/stdout; output formats by suffix; arguments refused where they enter."""
 
 from __future__ import annotations
 
+import functools
+import io
 import json
+import os
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from crdr import bitstream, cli
 from crdr.cli import main
 
 
@@ -92,3 +99,380 @@ def test_target_size_from_cli_stays_under_budget(workspace):
     folder, model = workspace
     assert main(["compress", str(folder / "a.png"), "--target-size", "900", "--model", model, "-o", str(folder / "t.crdr")]) == 0
     assert (folder / "t.crdr").stat().st_size <= 900
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("crdr: error:") and err.count("\n") == 1, err
+    return err
+
+
+def _container(path):
+    """A well-formed .crdr file for runs that must stop before decoding (payloads are not decodable)."""
+    header = bitstream.Header(
+        width=30, height=20, q=1.0, model_id=bytes(8), colour=bitstream.Colour.RGB, has_alpha=False, tile_size=0
+    )
+    path.write_bytes(bitstream.pack(bitstream.Container.from_tiles(header, [(b"z" * 8, b"y" * 30)])))
+    return path
+
+
+def _refuse_coding(monkeypatch):
+    """Make any coding fail loudly: a check that must come first can be seen to come first."""
+    from crdr import codec
+
+    def never(*args, **kwargs):
+        raise AssertionError("coding started")
+
+    for name in ("encode", "decompress", "compress_official", "get_model"):
+        monkeypatch.setattr(codec, name, never)
+
+
+# -- no command overwrites its input --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("link", ["same", "symlink", "hardlink"])
+def test_compress_never_overwrites_its_input_even_with_force(workspace, capsys, monkeypatch, link):
+    folder, model = workspace
+    original = (folder / "a.png").read_bytes()
+    target = folder / "a.png"
+    if link == "symlink":
+        (target := folder / "link.crdr").symlink_to(folder / "a.png")
+    elif link == "hardlink":
+        os.link(folder / "a.png", target := folder / "hard.crdr")
+    _refuse_coding(monkeypatch)
+    assert main(["compress", str(folder / "a.png"), "-o", str(target), "--force", "--model", model]) == 1
+    assert "refusing to overwrite an input" in _error(capsys)
+    assert (folder / "a.png").read_bytes() == original
+
+
+@pytest.mark.parametrize("link", ["same", "symlink", "hardlink"])
+def test_decompress_never_overwrites_its_input_even_with_force(workspace, capsys, monkeypatch, link):
+    folder, model = workspace
+    original = _container(folder / "a.crdr").read_bytes()
+    target = folder / "a.crdr"
+    if link == "symlink":
+        (target := folder / "link.png").symlink_to(folder / "a.crdr")
+    elif link == "hardlink":
+        os.link(folder / "a.crdr", target := folder / "hard.png")
+    _refuse_coding(monkeypatch)
+    assert main(["decompress", str(folder / "a.crdr"), "-o", str(target), "--force", "--model", model]) == 1
+    assert "refusing to overwrite an input" in _error(capsys)
+    assert (folder / "a.crdr").read_bytes() == original
+
+
+def test_directory_run_never_overwrites_an_input_in_the_output_folder(workspace, capsys, monkeypatch):
+    folder, model = workspace
+    (folder / "a.crdr").symlink_to(folder / "b.png")  # a.png's output is b.png under another name
+    _refuse_coding(monkeypatch)
+    assert main(["compress", str(folder / "a.png"), str(folder / "b.png"), "--force", "--model", model]) == 1
+    assert "refusing to overwrite an input" in _error(capsys)
+
+
+# -- directory runs: no two inputs share an output --------------------------------------------------
+
+
+def test_directory_run_mirrors_sub_folders_under_out_dir(workspace, capsys):
+    folder, model = workspace
+    for sub in ("x", "y"):
+        (folder / "tree" / sub).mkdir(parents=True)
+        (folder / "tree" / sub / "p.png").write_bytes((folder / f"{'a' if sub == 'x' else 'b'}.png").read_bytes())
+    out = folder / "coded"
+    assert main(["compress", str(folder / "tree"), "--out-dir", str(out), "--model", model, "-q", "0"]) == 0
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.crdr")) == ["x/p.crdr", "y/p.crdr"]
+    assert (out / "x" / "p.crdr").read_bytes() != (out / "y" / "p.crdr").read_bytes()
+    assert "2 files, mean" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("out_dir", [False, True])
+def test_inputs_mapping_to_one_output_are_refused_before_anything_is_written(workspace, capsys, out_dir):
+    folder, model = workspace
+    Image.open(folder / "a.png").save(folder / "a.bmp")  # a.png and a.bmp both give a.crdr
+    argv = ["compress", str(folder), "--model", model] + (["--out-dir", str(folder / "coded")] if out_dir else [])
+    assert main(argv + ["--force"]) == 1
+    err = _error(capsys)
+    assert "a.png" in err and "a.bmp" in err and "a.crdr" in err
+    assert not list(folder.rglob("*.crdr"))
+
+
+def test_same_name_in_two_file_arguments_is_refused(workspace, capsys):
+    folder, model = workspace
+    (folder / "other").mkdir()
+    (folder / "other" / "a.png").write_bytes((folder / "b.png").read_bytes())
+    argv = ["compress", str(folder / "a.png"), str(folder / "other" / "a.png"), "--out-dir", str(folder / "o")]
+    assert main(argv + ["--model", model]) == 1
+    assert "2 inputs would be written to 1 output" in _error(capsys)
+    assert not (folder / "o").exists()
+
+
+# -- directory runs: --keep-going, --skip-existing ------------------------------------------------
+
+
+def test_keep_going_codes_the_rest_and_lists_the_failures(workspace, capsys):
+    folder, model = workspace
+    (folder / "broken.png").write_bytes(b"not a png at all")
+    out = folder / "coded"
+    assert main(["compress", str(folder), "--out-dir", str(out), "--keep-going", "--model", model, "-q", "0"]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.crdr", "b.crdr"]
+    captured = capsys.readouterr()
+    assert "2 files, mean" in captured.out
+    lines = captured.err.splitlines()
+    assert lines[0].startswith("crdr: error: ") and "broken.png" in lines[0]
+    assert lines[-1] == f"crdr: error: 1 of 3 files failed: {folder / 'broken.png'}"
+
+
+def test_without_keep_going_the_first_failure_stops_the_run_and_names_the_file(workspace, capsys):
+    folder, model = workspace
+    (folder / "0broken.png").write_bytes(b"not a png at all")
+    assert main(["compress", str(folder), "--out-dir", str(folder / "coded"), "--model", model]) == 1
+    assert "0broken.png" in _error(capsys)
+    assert not list((folder / "coded").glob("*.crdr"))
+
+
+def test_skip_existing_resumes_a_directory_run(workspace, capsys):
+    folder, model = workspace
+    out = folder / "coded"
+    out.mkdir()
+    (out / "a.crdr").write_bytes(b"from an earlier run")
+    assert main(["compress", str(folder), "--out-dir", str(out), "--skip-existing", "--model", model, "-q", "0"]) == 0
+    assert (out / "a.crdr").read_bytes() == b"from an earlier run"
+    assert (out / "b.crdr").read_bytes()[:4] == b"CRDR"
+    out_text = capsys.readouterr().out
+    assert "1 files, mean" in out_text and "1 skipped" in out_text
+    assert main(["compress", str(folder), "--out-dir", str(out), "--skip-existing", "--model", model]) == 0
+    assert "0 files, " in capsys.readouterr().out
+
+
+def test_skip_existing_summary_counts_the_skipped(workspace, capsys):
+    folder, model = workspace
+    (folder / "a.crdr").write_bytes(b"kept")
+    assert main(["compress", str(folder / "a.png"), str(folder / "b.png"), "--skip-existing", "--model", model]) == 0
+    assert "1 files, mean" in (out := capsys.readouterr().out) and "1 skipped" in out
+
+
+def test_existing_outputs_are_all_counted_in_the_refusal(workspace, capsys, monkeypatch):
+    folder, model = workspace
+    (folder / "a.crdr").write_bytes(b"kept")
+    (folder / "b.crdr").write_bytes(b"kept")
+    _refuse_coding(monkeypatch)
+    assert main(["compress", str(folder), "--model", model]) == 1
+    err = _error(capsys)
+    assert "and 1 more outputs" in err and "--skip-existing" in err
+
+
+def test_force_and_skip_existing_together_are_an_argument_error(workspace, capsys):
+    folder, model = workspace
+    with pytest.raises(SystemExit) as raised:
+        main(["compress", str(folder), "--force", "--skip-existing", "--model", model])
+    assert raised.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+# -- stdin and stdout -----------------------------------------------------------------------------
+
+
+def _stdin(monkeypatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def test_compress_and_decompress_through_stdin_and_stdout(workspace, capsysbinary, monkeypatch):
+    folder, model = workspace
+    _stdin(monkeypatch, (folder / "a.png").read_bytes())
+    assert main(["compress", "-", "-o", "-", "-q", "1", "--model", model]) == 0
+    captured = capsysbinary.readouterr()
+    assert captured.out[:4] == b"CRDR" and b"bytes" in captured.err  # the report goes to stderr
+    _stdin(monkeypatch, captured.out)
+    assert main(["decompress", "-", "-o", "-", "--model", model]) == 0
+    captured = capsysbinary.readouterr()
+    assert Image.open(io.BytesIO(captured.out)).size == (30, 20)
+    assert b"30x20" in captured.err
+
+
+def test_info_reads_stdin(workspace, capsys, monkeypatch):
+    folder, model = workspace
+    main(["compress", str(folder / "a.png"), "--model", model])
+    _stdin(monkeypatch, (folder / "a.crdr").read_bytes())
+    capsys.readouterr()
+    assert main(["info", "-", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["width"] == 30
+
+
+def test_stdin_needs_an_explicit_output(workspace, capsys, monkeypatch):
+    folder, model = workspace
+    _refuse_coding(monkeypatch)
+    assert main(["compress", "-", "--model", model]) == 1
+    assert "-o -" in _error(capsys)
+
+
+def test_binary_output_is_refused_on_a_terminal(workspace, capsys, monkeypatch):
+    folder, model = workspace
+    _refuse_coding(monkeypatch)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["compress", str(folder / "a.png"), "-o", "-", "--model", model]) == 1
+    assert "terminal" in _error(capsys)
+
+
+# -- output format by suffix ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", sorted(cli.IMAGE_WRITERS))
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
+def test_every_writer_stores_the_modes_it_claims_exactly(tmp_path, suffix, mode):
+    rng = np.random.default_rng(1)
+    channels = len(mode)
+    pixels = (rng.random((9, 13, channels)) * 255).astype(np.uint8)
+    pixels[:3, ..., -1] = 0  # transparent pixels keep their colour too
+    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode)
+    if mode not in cli.IMAGE_WRITERS[suffix][2]:
+        with pytest.raises(cli.ParameterError, match="cannot store"):
+            cli.encode_image(image, tmp_path / f"x{suffix}")
+        return
+    data, notes = cli.encode_image(image, tmp_path / f"x{suffix}")
+    back = Image.open(io.BytesIO(data))
+    assert back.format == cli.IMAGE_WRITERS[suffix][0] and notes == []
+    assert np.array_equal(np.asarray(back.convert(mode)), np.asarray(image))
+
+
+@functools.lru_cache(maxsize=1)
+def _srgb_profile() -> bytes:
+    """One sRGB profile (each new one carries its creation time)."""
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".webp", ".tif"])
+def test_writers_that_carry_metadata_keep_the_icc_profile_and_exif(tmp_path, suffix):
+    image = Image.new("RGB", (4, 4), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x010F] = "crdr test camera"
+    image.info.update(icc_profile=_srgb_profile(), exif=exif.tobytes())
+    data, notes = cli.encode_image(image, tmp_path / f"x{suffix}")
+    back = Image.open(io.BytesIO(data))
+    assert back.info.get("icc_profile") == _srgb_profile() and back.getexif().get(0x010F) == "crdr test camera"
+    assert notes == []
+
+
+def test_writers_without_metadata_say_what_they_dropped(tmp_path):
+    image = Image.new("RGB", (4, 4), (10, 20, 30))
+    image.info["icc_profile"] = _srgb_profile()
+    _, notes = cli.encode_image(image, tmp_path / "x.bmp")
+    assert notes == ["ICC profile not written: .bmp cannot carry it (use .png, .webp or .tif)"]
+
+
+def test_icc_profile_survives_the_round_trip_unless_stripped(workspace, capsys):
+    folder, model = workspace
+    Image.open(folder / "a.png").save(folder / "icc.png", icc_profile=_srgb_profile())
+    assert main(["compress", str(folder / "icc.png"), "-o", str(folder / "k.crdr"), "--model", model]) == 0
+    assert main(["compress", str(folder / "icc.png"), "-o", str(folder / "s.crdr"), "--strip", "--model", model]) == 0
+    assert "strip" in capsys.readouterr().err
+    assert main(["decompress", str(folder / "k.crdr"), "-o", str(folder / "k.webp"), "--model", model]) == 0
+    assert Image.open(folder / "k.webp").info.get("icc_profile") == _srgb_profile()
+    capsys.readouterr()
+    for name, kept in (("k.crdr", True), ("s.crdr", False)):
+        assert main(["info", str(folder / name), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["icc_profile"] is kept
+
+
+def test_decompress_writes_the_format_its_output_name_asks_for(workspace, capsys):
+    folder, model = workspace
+    main(["compress", str(folder / "a.png"), "--model", model])
+    for name in ("o.png", "o.webp", "o.tif"):
+        assert main(["decompress", str(folder / "a.crdr"), "-o", str(folder / name), "--model", model]) == 0
+    images = [Image.open(folder / name) for name in ("o.png", "o.webp", "o.tif")]
+    assert [image.format for image in images] == ["PNG", "WEBP", "TIFF"]
+    assert all(np.array_equal(np.asarray(images[0]), np.asarray(image.convert("RGB"))) for image in images)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("o.jpg", "refusing to write a lossy format"),
+    ("o.avif", "refusing to write a lossy format"),
+    ("o.xyz", "cannot tell a lossless image format"),
+    ("noext", "cannot tell a lossless image format"),
+])
+def test_lossy_or_unknown_output_formats_are_refused_before_decoding(workspace, capsys, monkeypatch, name, message):
+    folder, model = workspace
+    _container(folder / "a.crdr")
+    _refuse_coding(monkeypatch)
+    assert main(["decompress", str(folder / "a.crdr"), "-o", str(folder / name), "--model", model]) == 1
+    assert message in _error(capsys)
+    assert not (folder / name).exists()
+
+
+def test_compress_refuses_an_output_named_like_an_image(workspace, capsys, monkeypatch):
+    folder, model = workspace
+    _refuse_coding(monkeypatch)
+    assert main(["compress", str(folder / "a.png"), "-o", str(folder / "out.webp"), "--model", model]) == 1
+    assert "compress writes .crdr files" in _error(capsys)
+
+
+# -- a bad output path is reported under the user's name, before coding ---------------------------
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_missing_output_directory_is_reported_before_coding(workspace, capsys, monkeypatch, command):
+    folder, model = workspace
+    _container(folder / "a.crdr")
+    source, target = (folder / "a.png", "x.crdr") if command == "compress" else (folder / "a.crdr", "x.png")
+    _refuse_coding(monkeypatch)
+    assert main([command, str(source), "-o", str(folder / "nowhere" / target), "--model", model]) == 1
+    err = _error(capsys)
+    assert f"cannot write {folder / 'nowhere' / target}: no such directory" in err and ".tmp" not in err
+
+
+def test_out_dir_below_a_file_is_reported_before_coding(workspace, capsys, monkeypatch):
+    folder, model = workspace
+    _refuse_coding(monkeypatch)
+    assert main(["compress", str(folder / "a.png"), "--out-dir", str(folder / "b.png" / "sub"), "--model", model]) == 1
+    assert "not a directory" in _error(capsys)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_output_directory_is_reported_before_coding(workspace, capsys, monkeypatch):
+    folder, model = workspace
+    (folder / "locked").mkdir(mode=0o500)
+    _refuse_coding(monkeypatch)
+    assert main(["compress", str(folder / "a.png"), "-o", str(folder / "locked" / "x.crdr"), "--model", model]) == 1
+    assert "permission denied" in _error(capsys)
+
+
+def test_a_failed_write_names_the_users_path_not_the_temporary(workspace, capsys, monkeypatch):
+    folder, model = workspace
+    from crdr import image_io
+
+    def full_disk(path, data, *, force):
+        raise OSError(28, "No space left on device", str(folder / ".a.crdr.1234.tmp"))
+
+    monkeypatch.setattr(image_io, "write_atomic", full_disk)
+    assert main(["compress", str(folder / "a.png"), "--model", model]) == 1
+    err = _error(capsys)
+    assert f"cannot write {folder / 'a.crdr'}: No space left on device" in err and ".tmp" not in err
+
+
+# -- arguments are refused where they enter -------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [
+    ["--target-psnr", "nan"], ["--target-psnr", "inf"], ["--target-psnr", "-3"], ["--target-psnr", "0"],
+    ["--target-bpp", "nan"], ["--target-bpp", "0"], ["--target-bpp", "-0.1"], ["--target-size", "0"],
+    ["-q", "nan"], ["-q", "inf"], ["--tile-size", "-64"], ["--max-pixels", "0"],
+])
+def test_non_finite_or_non_positive_numbers_are_argument_errors(workspace, capsys, argv):
+    folder, model = workspace
+    with pytest.raises(SystemExit) as raised:
+        main(["compress", str(folder / "a.png"), "--model", model, *argv])
+    assert raised.value.code == 2
+    assert f"argument {argv[0]}" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_too_small_target_bpp_names_the_smallest_file(workspace, capsys):
+    folder, model = workspace
+    assert main(["compress", str(folder / "a.png"), "--target-bpp", "0.001", "--model", model, "-o", str(folder / "t.crdr")]) == 1
+    err = _error(capsys)
+    assert "0.001 bpp" in err and "smallest file" in err and "bpp at q=0" in err
+    assert not (folder / "t.crdr").exists()
+
+
+def test_beta_nan_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["decompress", "a.crdr", "--beta", "nan"])
+    assert "must be a finite number" in capsys.readouterr().err

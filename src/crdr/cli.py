@@ -1,18 +1,30 @@
 """Command-line interface: ``crdr compress | decompress | info | train | export | eval | serve``.
 
 Bad input never produces a traceback: every :class:`~crdr.errors.CrdrError` (and I/O error on
-the user's files) becomes one line on stderr and exit status 1. Outputs are written atomically
-and never overwrite an existing file without ``--force``.
+the user's files) becomes one line on stderr and exit status 1 (:func:`error_line`).
+
+Nothing is lost: before any coding starts, a run is planned (:func:`plan_jobs`) and checked
+(:func:`check_jobs`): an output that is one of the inputs (same path, symlink or hard link) is
+refused even with ``--force``; two inputs mapping to one output are refused with the clash named;
+an existing output needs ``--force`` (or is skipped with ``--skip-existing``, so a rerun
+resumes); an output directory that does not exist or cannot be written is reported under the
+user's path. Directory inputs are mirrored under ``--out-dir``. Outputs are written atomically.
+``-`` is stdin as an input and stdout as ``-o``; messages then go to stderr only.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import io
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 # Only light modules here: help, --version, info and argument errors must start without torch
 # (tests/test_cli_startup.py). The codec and the other commands are imported where they run.
@@ -21,109 +33,383 @@ from crdr.errors import CrdrError, OutputExistsError, ParameterError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".avif"}
 CODED_SUFFIXES = {".crdr", ".bin"}
+STDIO = "-"
+
+_ALL_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
+_NO_ALPHA = frozenset({"L", "RGB"})
+# Decoded images are written only in formats that store them exactly, chosen by the output's
+# suffix: Pillow format, save options, the modes it stores exactly (checked by
+# tests/test_cli_io.py), and whether it carries an ICC profile and EXIF. WebP has no grey: an L
+# image comes back as RGB with three equal channels, the same pixels.
+IMAGE_WRITERS: dict[str, tuple[str, dict, frozenset, bool]] = {
+    ".png": ("PNG", {}, _ALL_MODES, True),
+    ".tif": ("TIFF", {"compression": "tiff_deflate"}, _ALL_MODES, True),
+    ".tiff": ("TIFF", {"compression": "tiff_deflate"}, _ALL_MODES, True),
+    ".webp": ("WEBP", {"lossless": True, "exact": True}, _ALL_MODES, True),
+    ".tga": ("TGA", {"compression": "tga_rle"}, _ALL_MODES, False),
+    ".bmp": ("BMP", {}, _NO_ALPHA, False),
+    ".ppm": ("PPM", {}, _NO_ALPHA, False),
+    ".pnm": ("PPM", {}, _NO_ALPHA, False),
+    ".pgm": ("PPM", {}, frozenset({"L"}), False),
+}
+LOSSY_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".avif", ".heic", ".heif", ".gif", ".jxl"}
+_LOSSLESS_LIST = ".png, .webp, .tif, .tga, .bmp or .ppm"
 
 
-def _expand(inputs: list[str], suffixes: set[str]) -> list[Path]:
-    """Files as given, and the matching files inside any directory (recursively, sorted)."""
-    paths: list[Path] = []
-    for item in inputs:
+def error_line(error: BaseException) -> str:
+    """The one line the CLI prints for a user-facing error (CrdrError or an I/O error)."""
+    if isinstance(error, OSError):
+        return f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+    return str(error)
+
+
+# -- planning a run: inputs, outputs, and every check that can be made before coding -------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One input and its output; ``None`` is stdin (source) or stdout (target)."""
+
+    source: Path | None
+    target: Path | None
+    skip: bool = False  # the output exists and --skip-existing was given
+
+    @property
+    def label(self) -> str:
+        return "stdin" if self.source is None else str(self.source)
+
+
+def plan_jobs(
+    items: list[str], *, output: str | None, out_dir: str | None, suffixes: set[str], out_suffix: str
+) -> list[Job]:
+    """Inputs as given and the matching files inside directories, each with its output path.
+
+    Files inside a directory argument keep their path relative to it under ``out_dir`` (the input
+    tree is mirrored, so ``a/x.png`` and ``b/x.png`` do not meet); without ``out_dir`` each output
+    goes beside its input.
+    """
+    if STDIO in items:
+        if len(items) != 1:
+            raise ParameterError("'-' (stdin) must be the only input")
+        if output is None:
+            raise ParameterError("reading stdin needs -o FILE, or -o - for stdout")
+        return [Job(None, _target(output))]
+    found: list[tuple[Path, Path]] = []  # (input, its path relative to the argument it came from)
+    for item in items:
         path = Path(item)
         if path.is_dir():
-            paths += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            found += [(p, p.relative_to(path)) for p in inside]
         elif path.is_file():
-            paths.append(path)
+            found.append((path, Path(path.name)))
+        elif path.exists():
+            raise CrdrError(f"{item} is not a regular file (use - to read stdin)")
         else:
             raise CrdrError(f"no such file or directory: {item}")
-    if not paths:
-        raise CrdrError("no input files found")
-    return paths
+    if not found:
+        raise CrdrError(f"no input files found (looked for {', '.join(sorted(suffixes))})")
+    if output is not None:
+        if len(found) != 1:
+            raise ParameterError("-o names one output; use --out-dir for several inputs")
+        return [Job(found[0][0], _target(output))]
+    jobs = []
+    for source, relative in found:
+        directory = Path(out_dir) / relative.parent if out_dir else source.parent
+        jobs.append(Job(source, directory / (source.stem + out_suffix)))
+    return jobs
 
 
-def _outputs(inputs: list[Path], output: str | None, out_dir: str | None, suffix: str) -> list[Path]:
-    if output and len(inputs) != 1:
-        raise ParameterError("-o names one output; use --out-dir for several inputs")
-    if output:
-        return [Path(output)]
-    directory = Path(out_dir) if out_dir else None
-    if directory:
-        directory.mkdir(parents=True, exist_ok=True)
-    return [(directory or path.parent) / (path.stem + suffix) for path in inputs]
+def _target(output: str) -> Path | None:
+    if output != STDIO:
+        return Path(output)
+    if sys.stdout.isatty():
+        raise ParameterError("refusing to write binary data to a terminal: redirect stdout or use -o FILE")
+    return None
 
 
-def _progress(items, enabled: bool, unit: str):
-    if not enabled:
+def check_jobs(jobs: list[Job], *, force: bool, skip_existing: bool, create_dirs: bool) -> list[Job]:
+    """Refuse a run that could lose data or fail late; mark outputs to skip. Nothing is written.
+
+    ``create_dirs``: missing output directories will be made (``--out-dir``); otherwise an
+    output's directory must exist.
+    """
+    _refuse_clashes(jobs)
+    _refuse_overwriting_inputs(jobs)
+    checked, existing = [], []
+    for job in jobs:
+        if job.target is not None:
+            _check_writable(job.target, create_dirs)
+            if os.path.lexists(job.target):
+                if skip_existing:
+                    job = dataclasses.replace(job, skip=True)
+                elif not force:
+                    existing.append(job.target)
+        checked.append(job)
+    if existing:
+        more = f" (and {len(existing) - 1} more outputs)" if len(existing) > 1 else ""
+        raise OutputExistsError(
+            f"{existing[0]} exists{more} (use --force to overwrite, or --skip-existing to keep it)"
+        )
+    return checked
+
+
+def _refuse_clashes(jobs: list[Job]) -> None:
+    by_output: dict[str, list[Job]] = {}
+    for job in jobs:
+        if job.target is not None:
+            by_output.setdefault(os.path.normcase(os.path.realpath(job.target)), []).append(job)
+    clashes = [group for group in by_output.values() if len(group) > 1]
+    if not clashes:
+        return
+    shown = "; ".join(
+        f"{group[0].target} <- {', '.join(job.label for job in group)}" for group in clashes[:3]
+    )
+    more = f"; and {len(clashes) - 3} more" if len(clashes) > 3 else ""
+    raise CrdrError(
+        f"{sum(len(group) for group in clashes)} inputs would be written to {len(clashes)} "
+        f"output{'s' if len(clashes) > 1 else ''}: {shown}{more} (rename them, or code them separately)"
+    )
+
+
+def _refuse_overwriting_inputs(jobs: list[Job]) -> None:
+    # st_dev + st_ino: the same file under another name, a symlink or a hard link.
+    inputs = {}
+    for job in jobs:
+        if job.source is not None:
+            status = os.stat(job.source)
+            inputs[(status.st_dev, status.st_ino)] = job.source
+    for job in jobs:
+        if job.target is None:
+            continue
+        try:
+            status = os.stat(job.target)
+        except OSError:
+            continue  # absent (or a dangling link): not an input
+        source = inputs.get((status.st_dev, status.st_ino))
+        if source is not None:
+            same = "" if os.path.abspath(source) == os.path.abspath(job.target) else f" (the same file as {source})"
+            raise CrdrError(f"refusing to overwrite an input, even with --force: {job.target}{same}")
+
+
+def _check_writable(target: Path, create_dirs: bool) -> None:
+    if target.is_dir():
+        raise CrdrError(f"cannot write {target}: it is a directory")
+    directory = target.parent
+    if not create_dirs and not directory.is_dir():
+        reason = "not a directory" if directory.exists() else "no such directory"
+        raise CrdrError(f"cannot write {target}: {reason}: {directory}")
+    existing = directory
+    while not existing.exists():  # the nearest existing ancestor is where --out-dir is created
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CrdrError(f"cannot write {target}: not a directory: {existing}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CrdrError(f"cannot write {target}: permission denied in {existing}")
+
+
+# -- running a run --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    done: int
+    skipped: int
+    failed: list[str]  # the inputs that failed
+
+
+def run_jobs(jobs: list[Job], work: Callable[[Job], None], *, keep_going: bool) -> RunSummary:
+    """``work`` on every job not skipped; with ``keep_going`` a failure is reported and the rest run."""
+    done, failed = 0, []
+    todo = [job for job in jobs if not job.skip]
+    for job in _progress(todo, len(jobs) > 1):
+        try:
+            work(job)
+        except (CrdrError, OSError) as error:
+            line = error_line(error)
+            if job.label not in line and len(jobs) > 1:
+                line = f"{job.label}: {line}"
+            if not keep_going:
+                raise CrdrError(line) from error
+            print(f"crdr: error: {line}", file=sys.stderr)
+            failed.append(job.label)
+            continue
+        done += 1
+    return RunSummary(done, len(jobs) - len(todo), failed)
+
+
+def _progress(items: list, enabled: bool):
+    """A progress bar over several files, on a terminal only (never in a pipe or a log)."""
+    if not enabled or not sys.stderr.isatty():
         return items
     from tqdm import tqdm
 
-    return tqdm(items, unit=unit, file=sys.stderr)
+    return tqdm(items, unit="file", file=sys.stderr)
 
 
-def _check_free(paths: list[Path], force: bool) -> None:
-    for path in paths:
-        if path.exists() and not force:
-            raise OutputExistsError(f"{path} exists (use --force to overwrite)")
+def _finish(summary: RunSummary, jobs: list[Job], line: str) -> int:
+    """Print a directory run's summary (stdout) and its failures (stderr); the exit status."""
+    if len(jobs) > 1:
+        skipped = f", {summary.skipped} skipped (output exists)" if summary.skipped else ""
+        print(f"{line}{skipped}")
+    if not summary.failed:
+        return 0
+    names = ", ".join(summary.failed[:10])
+    more = f" and {len(summary.failed) - 10} more" if len(summary.failed) > 10 else ""
+    print(f"crdr: error: {len(summary.failed)} of {len(jobs)} files failed: {names}{more}", file=sys.stderr)
+    return 1
+
+
+def _read(source: Path | None) -> bytes:
+    return sys.stdin.buffer.read() if source is None else source.read_bytes()
+
+
+def _write(target: Path | None, data: bytes, *, force: bool) -> None:
+    """Write atomically under the user's name (errors name it, not the temporary file)."""
+    if target is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    from crdr import image_io
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image_io.write_atomic(target, data, force=force)
+    except CrdrError:
+        raise
+    except OSError as error:
+        raise CrdrError(f"cannot write {target}: {error.strerror or error}") from None
+
+
+def _status(job: Job, line: str) -> None:
+    """The one-file report: stdout, unless stdout carries the output."""
+    print(line, file=sys.stderr if job.target is None else sys.stdout)
+
+
+def _name(path: Path | None, stdio: str) -> str:
+    return stdio if path is None else str(path)
+
+
+# -- compress -------------------------------------------------------------------------------------
 
 
 def run_compress(args: argparse.Namespace) -> int:
+    official = args.format == "official"
+    if official and (args.target_bpp or args.target_size or args.target_psnr):
+        raise ParameterError("target modes write .crdr files; use -q with --format official")
+    suffix = ".bin" if official else ".crdr"
+    jobs = plan_jobs(args.inputs, output=args.output, out_dir=args.out_dir, suffixes=IMAGE_SUFFIXES, out_suffix=suffix)
+    jobs = check_jobs(jobs, force=args.force, skip_existing=args.skip_existing, create_dirs=bool(args.out_dir))
+    for job in jobs:
+        if job.target is not None and job.target.suffix.lower() in IMAGE_SUFFIXES:
+            raise ParameterError(f"{job.target} names an image, but compress writes {suffix} files")
+
     from crdr import codec, image_io
 
-    inputs = _expand(args.inputs, IMAGE_SUFFIXES)
-    suffix = ".bin" if args.format == "official" else ".crdr"
-    outputs = _outputs(inputs, args.output, args.out_dir, suffix)
-    _check_free(outputs, args.force)
     model = codec.get_model(args.model)
-    started, total_bits, total_pixels = time.perf_counter(), 0, 0
-    many = len(inputs) > 1
-    for source, target in _progress(list(zip(inputs, outputs)), many, "img"):
-        if args.format == "official":
-            if args.target_bpp or args.target_size or args.target_psnr:
-                raise ParameterError("target modes write .crdr files; use -q with --format official")
-            data = codec.compress_official(source, q=2.0 if args.q is None else args.q, model=model)
+    started, totals = time.perf_counter(), [0, 0]  # bits, pixels
+
+    def work(job: Job) -> None:
+        source = _read(job.source) if job.source is None else job.source
+        if official:
+            q = 2.0 if args.q is None else args.q
+            data = codec.compress_official(source, q=q, model=model)
             width, height = image_io.load_image(source).rgb.shape[1::-1]
-            result_q, notes = (2.0 if args.q is None else args.q), []
+            result_q, notes = q, []
         else:
             result = codec.encode(
                 source, q=args.q, target_bpp=args.target_bpp, target_size=args.target_size,
                 target_psnr=args.target_psnr, model=model, tile_size=args.tile_size,
-                max_pixels=args.max_pixels,
+                max_pixels=args.max_pixels, strip=args.strip,
             )
             data, width, height, result_q, notes = result.data, result.width, result.height, result.q, result.notes
-        image_io.write_atomic(target, data, force=args.force)
-        total_bits += 8 * len(data)
-        total_pixels += width * height
+        _write(job.target, data, force=args.force)
+        totals[0] += 8 * len(data)
+        totals[1] += width * height
         for note in notes:
-            print(f"crdr: note: {source}: {note}", file=sys.stderr)
-        if not many:
-            print(f"{source} -> {target}: {len(data)} bytes, {8 * len(data) / (width * height):.4f} bpp, q={result_q:.4f}")
-    if many:
-        elapsed = time.perf_counter() - started
-        print(f"{len(inputs)} files, mean {total_bits / total_pixels:.4f} bpp, {elapsed:.1f} s")
-    return 0
+            print(f"crdr: note: {job.label}: {note}", file=sys.stderr)
+        if len(jobs) == 1:
+            _status(job, f"{job.label} -> {_name(job.target, 'stdout')}: {len(data)} bytes, "
+                         f"{8 * len(data) / (width * height):.4f} bpp, q={result_q:.4f}")
+
+    summary = run_jobs(jobs, work, keep_going=args.keep_going)
+    mean = f"mean {totals[0] / totals[1]:.4f} bpp, " if totals[1] else ""
+    return _finish(summary, jobs, f"{summary.done} files, {mean}{time.perf_counter() - started:.1f} s")
+
+
+# -- decompress -----------------------------------------------------------------------------------
+
+
+def image_writer(target: Path | None) -> tuple[str, dict, frozenset, bool]:
+    """The lossless writer for an output name (stdout: PNG); lossy and unknown suffixes are refused."""
+    if target is None:
+        return IMAGE_WRITERS[".png"]
+    suffix = target.suffix.lower()
+    if suffix in IMAGE_WRITERS:
+        return IMAGE_WRITERS[suffix]
+    if suffix in LOSSY_SUFFIXES:
+        raise ParameterError(
+            f"refusing to write a lossy format ({target}): decoded images are written losslessly, "
+            f"as {_LOSSLESS_LIST}"
+        )
+    raise ParameterError(f"cannot tell a lossless image format from the name {target}: end it in {_LOSSLESS_LIST}")
+
+
+def encode_image(image, target: Path | None) -> tuple[bytes, list[str]]:
+    """``image`` in the format its output name asks for, with ICC profile and EXIF where it can hold them.
+
+    Returns the bytes and notes on anything the format cannot carry (metadata); an image the
+    format cannot store exactly (alpha in BMP) is refused.
+    """
+    name, options, modes, metadata = image_writer(target)
+    suffix = ".png" if target is None else target.suffix.lower()
+    if image.mode not in modes:
+        raise ParameterError(
+            f"{suffix} cannot store this {image.mode} image exactly (its alpha channel): use .png, .webp, .tif or .tga"
+        )
+    options = dict(options)
+    carried = {key: image.info[key] for key in ("icc_profile", "exif") if image.info.get(key)}
+    notes = []
+    if metadata:
+        options.update(carried)
+    elif carried:
+        dropped = " and ".join({"icc_profile": "ICC profile", "exif": "EXIF"}[key] for key in carried)
+        notes.append(f"{dropped} not written: {suffix} cannot carry it (use .png, .webp or .tif)")
+    buffer = io.BytesIO()
+    image.save(buffer, format=name, **options)
+    return buffer.getvalue(), notes
 
 
 def run_decompress(args: argparse.Namespace) -> int:
-    from crdr import codec, image_io
+    jobs = plan_jobs(args.inputs, output=args.output, out_dir=args.out_dir, suffixes=CODED_SUFFIXES, out_suffix=".png")
+    jobs = check_jobs(jobs, force=args.force, skip_existing=args.skip_existing, create_dirs=bool(args.out_dir))
+    for job in jobs:
+        image_writer(job.target)
 
-    inputs = _expand(args.inputs, CODED_SUFFIXES)
-    outputs = _outputs(inputs, args.output, args.out_dir, ".png")
-    _check_free(outputs, args.force)
+    from crdr import codec
+
     model = codec.get_model(args.model)
     started = time.perf_counter()
-    many = len(inputs) > 1
-    for source, target in _progress(list(zip(inputs, outputs)), many, "file"):
-        data = source.read_bytes()
-        image = codec.decompress(data, beta=args.beta, model=model, max_pixels=args.max_pixels)
-        image_io.save_png_atomic(image, target, force=args.force)
-        if not many:
-            print(f"{source} -> {target}: {image.width}x{image.height} {image.mode}, beta={args.beta:g}")
-    if many:
-        print(f"{len(inputs)} files, {time.perf_counter() - started:.1f} s")
-    return 0
+
+    def work(job: Job) -> None:
+        image = codec.decompress(_read(job.source), beta=args.beta, model=model, max_pixels=args.max_pixels)
+        data, notes = encode_image(image, job.target)
+        _write(job.target, data, force=args.force)
+        for note in notes:
+            print(f"crdr: note: {job.label}: {note}", file=sys.stderr)
+        if len(jobs) == 1:
+            _status(job, f"{job.label} -> {_name(job.target, 'stdout')}: {image.width}x{image.height} "
+                         f"{image.mode}, beta={args.beta:g}")
+
+    summary = run_jobs(jobs, work, keep_going=args.keep_going)
+    return _finish(summary, jobs, f"{summary.done} files, {time.perf_counter() - started:.1f} s")
+
+
+# -- info -----------------------------------------------------------------------------------------
 
 
 def describe(data: bytes, *, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS) -> dict:
     """Header facts of a ``.crdr`` or ``.bin`` file, for ``crdr info`` (bitstream only: no torch)."""
-    if bitstream.is_crdr(data):
+    if bitstream.identify(data) == "crdr":
         container = bitstream.unpack(data, max_pixels=max_pixels)
         header = container.header
         return {
@@ -135,6 +421,8 @@ def describe(data: bytes, *, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS) -> 
             "model_id": header.model_id.hex(),
             "colour": header.colour.name.lower(),
             "alpha": header.has_alpha,
+            "icc_profile": header.has_icc,
+            "exif": header.has_exif,
             "tile_size": header.tile_size,
             "tiles": bitstream.tile_count(header.width, header.height, header.tile_size),
             "segments": [{"kind": s.kind.name, "bytes": len(s.data)} for s in container.segments],
@@ -158,13 +446,14 @@ def describe(data: bytes, *, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS) -> 
 
 
 def run_info(args: argparse.Namespace) -> int:
-    facts = describe(Path(args.file).read_bytes(), max_pixels=args.max_pixels)
+    source = None if args.file == STDIO else Path(args.file)
+    facts = describe(_read(source), max_pixels=args.max_pixels)
     if args.json:
         print(json.dumps(facts, indent=1))
         return 0
-    print(f"{args.file}: {facts['format']} file, {facts['bytes']} bytes, {facts['bpp']:.4f} bpp")
+    print(f"{_name(source, 'stdin')}: {facts['format']} file, {facts['bytes']} bytes, {facts['bpp']:.4f} bpp")
     print(f"  size {facts['width']}x{facts['height']}, q={facts['q']:.6g}")
-    for key in ("model_id", "colour", "alpha", "tile_size", "tiles", "max_abs_y"):
+    for key in ("model_id", "colour", "alpha", "icc_profile", "exif", "tile_size", "tiles", "max_abs_y"):
         if key in facts:
             print(f"  {key.replace('_', ' ')}: {facts[key]}")
     for index, segment in enumerate(facts["segments"]):
@@ -172,13 +461,64 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="bundled model name or weights file (default: bundled 'default')")
-    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+# -- arguments: each is validated here, where it enters ---------------------------------------------
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--max-pixels", type=int, default=bitstream.DEFAULT_MAX_PIXELS,
+        "--max-pixels", type=_count(1), default=bitstream.DEFAULT_MAX_PIXELS,
         help=f"refuse images larger than this many pixels (default {bitstream.DEFAULT_MAX_PIXELS})",
     )
+
+
+def _add_inputs_and_outputs(parser: argparse.ArgumentParser, inputs: str, output: str) -> None:
+    parser.add_argument("inputs", nargs="+", help=f"{inputs}, or directories (searched recursively); - reads stdin")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("-o", "--output", help=f"{output} (one input); - writes to stdout")
+    where.add_argument(
+        "--out-dir", help="output directory; directory inputs keep their sub-folders under it (default: beside each input)"
+    )
+    parser.add_argument("--model", default=None, help="bundled model name or weights file (default: bundled 'default')")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--force", action="store_true", help="overwrite existing outputs (never an input)")
+    existing.add_argument(
+        "--skip-existing", action="store_true", help="leave existing outputs alone and code the rest (a rerun resumes)"
+    )
+    parser.add_argument(
+        "--keep-going", action="store_true",
+        help="when a file fails, report it and go on; the failures are listed at the end (exit status 1)",
+    )
+    _add_max_pixels(parser)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -192,33 +532,35 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     compress = commands.add_parser("compress", help="images -> .crdr files")
-    compress.add_argument("inputs", nargs="+", help="image files or directories")
-    where = compress.add_mutually_exclusive_group()
-    where.add_argument("-o", "--output", help="output file (one input)")
-    where.add_argument("--out-dir", help="output directory (default: beside each input)")
+    _add_inputs_and_outputs(compress, "image files", "output .crdr file")
     rate = compress.add_mutually_exclusive_group()
-    rate.add_argument("-q", "--quality", dest="q", type=float, help="quality in [0, 4] (continuous; default 2)")
-    rate.add_argument("--target-bpp", type=float, help="largest file not above this many bits per pixel")
-    rate.add_argument("--target-size", type=int, help="largest file not above this many bytes")
-    rate.add_argument("--target-psnr", type=float, help="smallest file reaching this PSNR (dB, beta 0)")
+    rate.add_argument("-q", "--quality", dest="q", type=_finite, help="quality in [0, 4] (continuous; default 2)")
+    rate.add_argument("--target-bpp", type=_positive, help="largest file not above this many bits per pixel")
+    rate.add_argument("--target-size", type=_count(1), help="largest file not above this many bytes")
+    rate.add_argument("--target-psnr", type=_positive, help="smallest file reaching this PSNR (dB, beta 0)")
     compress.add_argument("--format", choices=("crdr", "official"), default="crdr", help="official = the authors' .bin")
-    compress.add_argument("--tile-size", type=int, default=None, help="code in tiles of this size (multiple of 64)")
-    _add_common(compress)
+    compress.add_argument(
+        "--strip", action="store_true", help="drop the image's ICC profile and EXIF (kept by default; a note says so)"
+    )
+    compress.add_argument(
+        "--tile-size", type=_count(0), default=None, help="code in tiles of this size (multiple of 64; 0 = untiled)"
+    )
     compress.set_defaults(handler=run_compress)
 
-    decompress = commands.add_parser("decompress", help=".crdr/.bin files -> PNG")
-    decompress.add_argument("inputs", nargs="+", help=".crdr or .bin files, or directories")
-    where = decompress.add_mutually_exclusive_group()
-    where.add_argument("-o", "--output", help="output PNG (one input)")
-    where.add_argument("--out-dir", help="output directory (default: beside each input)")
-    decompress.add_argument("--beta", type=float, default=0.0, help="realism in [0, max_beta]: 0 faithful (default), max realistic")
-    _add_common(decompress)
+    decompress = commands.add_parser("decompress", help=".crdr/.bin files -> lossless images (PNG, WebP, TIFF, ...)")
+    _add_inputs_and_outputs(
+        decompress, ".crdr or .bin files",
+        f"output image, its format chosen by the suffix: {_LOSSLESS_LIST} (lossless only; stdout: PNG)",
+    )
+    decompress.add_argument(
+        "--beta", type=_finite, default=0.0, help="realism in [0, max_beta]: 0 faithful (default), max realistic"
+    )
     decompress.set_defaults(handler=run_decompress)
 
     info = commands.add_parser("info", help="print a file's header")
-    info.add_argument("file")
-    info.add_argument("--json", action="store_true")
-    info.add_argument("--max-pixels", type=int, default=bitstream.DEFAULT_MAX_PIXELS)
+    info.add_argument("file", help=".crdr or .bin file; - reads stdin")
+    info.add_argument("--json", action="store_true", help="print the facts as JSON")
+    _add_max_pixels(info)
     info.set_defaults(handler=run_info)
 
     for module, helps in EXTRA_COMMANDS.items():
@@ -253,11 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except CrdrError as error:
-        print(f"crdr: error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"crdr: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+    except (CrdrError, OSError) as error:
+        print(f"crdr: error: {error_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("crdr: interrupted", file=sys.stderr)
