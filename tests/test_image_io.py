@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
@@ -253,13 +254,29 @@ def test_size_limit_counts_pixels_exactly():
         load_image(Image.new("RGB", (3, 5)), max_pixels=14)
 
 
-def test_pillow_decompression_bomb_guard_becomes_image_error(monkeypatch):
+def test_max_pixels_decides_where_pillows_own_guard_is_stricter(monkeypatch, tmp_path):
+    """One setting decides what is too big: Pillow's guard (here 8 pixels) does not refuse an
+    image max_pixels allows, from bytes, a path or a PIL image, and is restored afterwards."""
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4)  # Pillow refuses > 8 pixels
-    data = encoded(Image.new("RGB", (3, 5)))
-    with pytest.raises(ImageError, match="decompression-bomb"):
-        load_image(data, max_pixels=100)
+    pixels = random_u8((5, 3, 3))
+    data = encoded(Image.fromarray(pixels))
+    (tmp_path / "small.png").write_bytes(data)
+    for source in (data, tmp_path / "small.png"):
+        assert np.array_equal(load_image(source, max_pixels=100).rgb, pixels)
+        assert Image.MAX_IMAGE_PIXELS == 4
     with pytest.raises(ImageError, match="15 pixels, above the limit of 6; raise it with --max"):
         load_image(data, max_pixels=6)
+
+
+def test_huge_png_names_max_pixels_not_pillows_global():
+    """A 15000 x 15000 header (225 MP: above Pillow's 179 MP guard, within crdr's 268 MP)."""
+    data = png_with_size(15_000, 15_000)
+    with pytest.raises(ImageError) as caught:
+        load_image(data, max_pixels=100_000_000)
+    assert "--max-pixels" in str(caught.value) and "MAX_IMAGE_PIXELS" not in str(caught.value)
+    with pytest.raises(ImageError) as caught:  # allowed by max_pixels: read, then found truncated
+        load_image(data)
+    assert "MAX_IMAGE_PIXELS" not in str(caught.value) and "cannot decode" in str(caught.value)
 
 
 def test_truncated_png_is_image_error():
@@ -477,3 +494,145 @@ def test_save_png_atomic_writes_readable_png_and_respects_force(tmp_path):
     save_png_atomic(Image.new("L", (1, 1)), path, force=True)
     with Image.open(path) as reread:
         assert reread.size == (1, 1)
+
+
+def test_save_png_atomic_keeps_icc_profile_and_exif(tmp_path):
+    profile = _rgb_icc_profile()
+    image = to_pil(random_u8((4, 5, 3)), None, Colour.RGB, icc_profile=profile, exif=_exif_bytes())
+    save_png_atomic(image, tmp_path / "out.png", force=False)
+    with Image.open(tmp_path / "out.png") as saved:
+        assert saved.info["icc_profile"] == profile
+        assert saved.getexif()[0x010F] == "crdr test camera"
+
+
+# --------------------------------------------------------------------------------------------------
+# Metadata
+
+
+@functools.lru_cache(maxsize=1)
+def _rgb_icc_profile() -> bytes:  # the profile carries its creation time: make it once
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _exif_bytes(orientation: int | None = None) -> bytes:
+    """EXIF as Pillow's info["exif"] holds it (with the Exif\\0\\0 prefix)."""
+    exif = Image.Exif()
+    exif[0x010F] = "crdr test camera"  # Make
+    if orientation is not None:
+        exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+def test_metadata_is_read_only_when_asked_for():
+    data = encoded(Image.fromarray(random_u8((6, 7, 3))), icc_profile=_rgb_icc_profile(), exif=_exif_bytes())
+    plain = load_image(data)
+    assert plain.icc_profile is None and plain.exif is None
+    source = load_image(data, metadata=True)
+    assert source.icc_profile == _rgb_icc_profile()
+    assert source.exif[:4] in (b"II*\x00", b"MM\x00*")  # stored without the Exif\\0\\0 prefix
+
+
+def test_exif_keeps_its_tags_but_loses_the_applied_orientation():
+    data = encoded(Image.fromarray(random_u8((10, 30, 3))), fmt="JPEG", exif=_exif_bytes(orientation=6))
+    source = load_image(data, metadata=True)
+    assert source.rgb.shape[:2] == (30, 10)  # rotated
+    exif = Image.Exif()
+    exif.load(source.exif)
+    assert exif[0x010F] == "crdr test camera" and 0x0112 not in exif
+
+
+def test_icc_profile_of_another_colour_space_is_dropped_with_a_note():
+    from PIL import ImageCms
+
+    grey_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    data = encoded(Image.fromarray(random_u8((6, 7, 3))), icc_profile=grey_profile)
+    source = load_image(data, metadata=True)
+    assert source.icc_profile is None
+    assert any("ICC profile for Lab data on a RGB image was dropped" in note for note in source.notes)
+
+
+def test_cmyk_profile_is_dropped_with_a_note():
+    cmyk = Image.new("CMYK", (4, 4), (10, 20, 30, 40))
+    fake = bytearray(_rgb_icc_profile())
+    fake[16:20] = b"CMYK"
+    source = load_image(encoded(cmyk, fmt="JPEG", icc_profile=bytes(fake)), metadata=True)
+    assert source.icc_profile is None and any("CMYK data" in note for note in source.notes)
+
+
+def test_grey_image_keeps_a_grey_profile():
+    from PIL import ImageCms
+
+    grey = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    grey = grey[:16] + b"GRAY" + grey[20:]
+    source = load_image(encoded(Image.new("L", (3, 3), 9), icc_profile=grey), metadata=True)
+    assert source.colour is Colour.GREY and source.icc_profile == grey
+
+
+def _with_chunk(png: bytes, kind: bytes, payload: bytes) -> bytes:
+    """``png`` with one more chunk right after IHDR (which ends at byte 33)."""
+    chunk = struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    return png[:33] + chunk + png[33:]
+
+
+def test_xmp_and_png_gamma_are_noted_as_dropped():
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    plain = encoded(Image.fromarray(random_u8((4, 4, 3))))
+    notes = load_image(encoded(Image.fromarray(random_u8((4, 4, 3))), pnginfo=info), metadata=True).notes
+    assert any("XMP" in note for note in notes)
+    with_gamma = _with_chunk(plain, b"gAMA", struct.pack(">I", 45455))
+    assert any("gamma" in note for note in load_image(with_gamma, metadata=True).notes)
+    srgb = _with_chunk(with_gamma, b"sRGB", b"\x00")  # sRGB says it all: nothing lost
+    assert not any("gamma" in note for note in load_image(srgb, metadata=True).notes)
+
+
+def test_to_pil_puts_metadata_where_pillow_looks():
+    image = to_pil(random_u8((2, 2, 3)), None, Colour.RGB, icc_profile=b"p" * 200, exif=_exif_bytes()[6:])
+    assert image.info["icc_profile"] == b"p" * 200
+    assert image.getexif()[0x010F] == "crdr test camera"
+
+
+# --------------------------------------------------------------------------------------------------
+# numpy arrays (the API's array rule)
+
+
+@pytest.mark.parametrize(
+    ("shape", "mode"), [((4, 5), "L"), ((4, 5, 1), "L"), ((4, 5, 2), "LA"), ((4, 5, 3), "RGB"), ((4, 5, 4), "RGBA")]
+)
+def test_channel_last_arrays_become_their_mode(shape, mode):
+    image = image_io.image_from_array(random_u8(shape))
+    assert image.mode == mode and image.size == (5, 4)
+
+
+def test_float_arrays_in_unit_range_are_scaled_and_rounded():
+    values = np.array([[[0.0, 0.5, 1.0]], [[0.2, 1 / 255, 0.999]]], dtype=np.float32)
+    pixels = np.asarray(image_io.image_from_array(values))
+    assert pixels.tolist() == [[[0, 128, 255]], [[51, 1, 255]]]
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.full((4, 4, 3), 1.5, np.float32), r"\[0, 1\], got 1.5"),
+        (np.full((4, 4, 3), -0.1), r"\[0, 1\]"),
+        (np.full((4, 4, 3), np.nan, np.float32), "NaN"),
+        (np.zeros((3, 16, 16), np.uint8), "channel-first"),
+        (np.zeros((6, 6, 5), np.uint8), "not an image"),
+        (np.zeros((2, 2, 2, 3), np.uint8), "not an image"),
+        (np.zeros((0, 4, 3), np.uint8), "no pixels"),
+        (np.full((4, 4, 3), 300, np.int64), "0..255"),
+        (np.zeros((4, 4, 3), bool), "uint8"),
+    ],
+)
+def test_unusable_arrays_are_refused_clearly(array, message):
+    with pytest.raises(ParameterError, match=message):
+        image_io.image_from_array(array)
+
+
+def test_integer_arrays_within_eight_bits_are_taken_as_eight_bit():
+    values = np.arange(48, dtype=np.int64).reshape(4, 4, 3)
+    assert np.array_equal(np.asarray(image_io.image_from_array(values)), values.astype(np.uint8))

@@ -7,13 +7,13 @@ allocating, so a hostile or truncated file costs at most one pass over its own b
 leaks an ``IndexError``, ``struct.error`` or ``MemoryError``. ``docs/format.md`` is the full
 specification.
 
-``.crdr`` (version 2, little-endian; version 1 is read too)::
+``.crdr`` (version 2 or 3, little-endian; version 1 is read too)::
 
     offset  size        field
     0       4           magic b"CRDR"
-    4       1           version (2; 1 = y elements coded with the next larger table scale)
+    4       1           version (2; 3 = 2 + ICC/EXIF segments; 1 = y coded with the next larger scale)
     5       1           colour (0 RGB, 1 GREY)
-    6       1           flags (bit 0: alpha segment present; other bits 0)
+    6       1           flags (bit 0: ALPHA segment; version 3: bit 1 ICC, bit 2 EXIF; others 0)
     7       1           reserved (0)
     8       8           model id (first 8 bytes of the sha256 of the weights)
     16      8           q (float64)
@@ -25,8 +25,12 @@ specification.
     40+5n   sum(len)    payloads, in table order
     end-4   4           CRC32 (zlib.crc32) of every byte before it
 
-Segments: for each tile of :func:`tile_grid` in raster order a Z then a Y segment, then one ALPHA
-segment iff the alpha flag is set; nothing else.
+Segments: for each tile of :func:`tile_grid` in raster order a Z then a Y segment, then one ALPHA,
+one ICC and one EXIF segment iff their flags are set, in that order; nothing else. A writer uses
+the oldest version that can hold its file (:func:`version_for`): files without ICC or EXIF stay
+version 2, byte for byte as before, and older readers refuse version 3 by its version byte.
+One piece (the whole image when untiled, else one tile) has at most :data:`MAX_TILE_PIXELS`, so
+a few bytes cannot declare a decode of unbounded memory.
 
 ``.bin`` (the authors' ``save_byte_strings``, spec ``official-crdr.md`` §10.3): three records
 ``[uint32 LE length][bytes]`` = 6-byte header (uint16 H, uint16 W, uint8 int(max|y_hat|),
@@ -47,10 +51,16 @@ from crdr.errors import FormatError, ParameterError
 
 MAGIC = b"CRDR"
 # Version 2 changed only how y elements pick their Gaussian table scale (nearest on a log axis
-# instead of next larger, see crdr.entropy.ScaleRule); the byte layout is the same.
+# instead of next larger, see crdr.entropy.ScaleRule); the byte layout is the same. Version 3 is
+# version 2 plus the optional ICC and EXIF segments; it is written only for files that hold them.
 VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+METADATA_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 DEFAULT_MAX_PIXELS = 2**28
+# Largest piece coded in one go (the whole image when untiled, else one tile): the encoder tiles
+# anything above it, so a larger piece can only come from a damaged or hostile file.
+MAX_TILE_PIXELS = 2**22
+MAX_TILE_SIZE = 2048  # MAX_TILE_SIZE ** 2 == MAX_TILE_PIXELS
 MODEL_ID_SIZE = 8
 Q_MAX = 64.0
 # The model's total stride: a tile that is not a multiple of it would be padded inside every tile.
@@ -65,6 +75,8 @@ _FIXED = struct.Struct("<4sBBBB8sdIIII")  # magic .. segment count, 40 bytes
 _ENTRY = struct.Struct("<BI")  # segment kind, payload length
 _CRC = struct.Struct("<I")
 _FLAG_ALPHA = 0x01
+_FLAG_ICC = 0x02
+_FLAG_EXIF = 0x04
 HEADER_SIZE = _FIXED.size
 SEGMENT_ENTRY_SIZE = _ENTRY.size
 CRC_SIZE = _CRC.size
@@ -78,11 +90,13 @@ class Colour(enum.IntEnum):
 
 
 class SegmentKind(enum.IntEnum):
-    """Kind byte of a segment. 0 and 4..255 are unassigned; version 1 and 2 readers refuse them."""
+    """Kind byte of a segment. 0 and 6..255 are unassigned and refused; ICC and EXIF need version 3."""
 
     Z = 1
     Y = 2
     ALPHA = 3
+    ICC = 4
+    EXIF = 5
 
 
 def tile_count(width: int, height: int, tile_size: int) -> int:
@@ -132,12 +146,68 @@ def _normalise(instance: object, names: tuple[str, ...], kind: type) -> None:
         object.__setattr__(instance, name, kind(getattr(instance, name)))
 
 
-def expected_kinds(n_tiles: int, has_alpha: bool) -> list[SegmentKind]:
-    """The segment kinds a container must hold, in order: (Z, Y) per tile, then ALPHA if any."""
+def expected_kinds(
+    n_tiles: int, has_alpha: bool, has_icc: bool = False, has_exif: bool = False
+) -> list[SegmentKind]:
+    """The segment kinds a container must hold, in order: (Z, Y) per tile, then ALPHA, ICC and
+    EXIF, each iff its flag is set."""
     kinds = [SegmentKind.Z, SegmentKind.Y] * n_tiles
-    if has_alpha:
-        kinds.append(SegmentKind.ALPHA)
+    for present, kind in ((has_alpha, SegmentKind.ALPHA), (has_icc, SegmentKind.ICC), (has_exif, SegmentKind.EXIF)):
+        if present:
+            kinds.append(kind)
     return kinds
+
+
+def version_for(has_metadata: bool) -> int:
+    """The version a writer gives a file: the oldest that can hold it, so that files without ICC
+    or EXIF stay readable by every crdr that reads :data:`VERSION`."""
+    return max(VERSION, METADATA_VERSION) if has_metadata else VERSION
+
+
+def piece_problem(width: int, height: int, tile_size: int) -> str | None:
+    """Why this image/tile layout exceeds :data:`MAX_TILE_PIXELS` per piece, or None.
+
+    The decoder's memory grows with the largest piece it synthesises at once; crdr's encoder
+    tiles every image above the limit, so a file asking for more is damaged or hostile.
+    """
+    if tile_size == 0 and width * height > MAX_TILE_PIXELS:
+        return (
+            f"an untiled {width}x{height} image ({width * height} pixels) is above the "
+            f"{MAX_TILE_PIXELS} pixels crdr codes in one piece (larger images are tiled)"
+        )
+    if tile_size > MAX_TILE_SIZE:
+        return f"tile size {tile_size} is above the limit of {MAX_TILE_SIZE}"
+    return None
+
+
+ICC_HEADER_SIZE = 128
+# ICC colour-space signatures (ICC.1 header bytes 16..19) a decoded image of each kind can carry.
+ICC_SPACES = {Colour.RGB: b"RGB ", Colour.GREY: b"GRAY"}
+EXIF_PREFIX = b"Exif\x00\x00"  # the JPEG APP1 / Pillow ``info["exif"]`` prefix, not stored
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*")
+
+
+def icc_problem(profile: bytes, colour: Colour) -> str | None:
+    """Why ``profile`` cannot be the ICC segment of an image of kind ``colour``, or None.
+
+    A profile needs its 128-byte header with the ``acsp`` signature, and the colour space the
+    decoded image has (``RGB `` for RGB, ``GRAY`` for GREY): a CMYK profile on RGB pixels would
+    be worse than none.
+    """
+    if len(profile) < ICC_HEADER_SIZE or profile[36:40] != b"acsp":
+        return f"an ICC profile of {len(profile)} bytes without a valid ICC header"
+    space = bytes(profile[16:20])
+    if space != ICC_SPACES[colour]:
+        shown = space.decode("latin-1").strip() or space.hex()
+        return f"an ICC profile for {shown} data on a {colour.name} image"
+    return None
+
+
+def exif_problem(exif: bytes) -> str | None:
+    """Why ``exif`` cannot be the EXIF segment (a TIFF structure, no ``Exif\\0\\0``), or None."""
+    if len(exif) < 8 or bytes(exif[:4]) not in _TIFF_MAGICS:
+        return f"EXIF data of {len(exif)} bytes that is not a TIFF structure"
+    return None
 
 
 @dataclass(frozen=True)
@@ -146,8 +216,9 @@ class Header:
 
     ``q`` is stored exactly (float64), unlike the authors' 1/16 grid; the model checks its own
     range, the container only ``0 <= q <= 64``. ``version`` says how the strings were coded
-    (:data:`SUPPORTED_VERSIONS`); new files get :data:`VERSION`. Invalid values raise
-    :class:`ParameterError`.
+    (:data:`SUPPORTED_VERSIONS`); new files get :func:`version_for` (``has_icc``/``has_exif``
+    need version 3). One piece holds at most :data:`MAX_TILE_PIXELS` (:func:`piece_problem`).
+    Invalid values raise :class:`ParameterError`.
     """
 
     width: int
@@ -158,6 +229,8 @@ class Header:
     has_alpha: bool
     tile_size: int
     version: int = VERSION
+    has_icc: bool = False
+    has_exif: bool = False
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
@@ -178,10 +251,18 @@ class Header:
             raise ParameterError(f"model id must be {MODEL_ID_SIZE} bytes, got {self.model_id!r}")
         if not isinstance(self.colour, Colour):
             raise ParameterError(f"colour must be a Colour, got {self.colour!r}")
-        if not isinstance(self.has_alpha, bool):
-            raise ParameterError(f"has_alpha must be a bool, got {self.has_alpha!r}")
+        for name in ("has_alpha", "has_icc", "has_exif"):
+            if not isinstance(getattr(self, name), bool):
+                raise ParameterError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if not _is_int(self.version) or self.version not in SUPPORTED_VERSIONS:
             raise ParameterError(f"version must be one of {SUPPORTED_VERSIONS}, got {self.version!r}")
+        if (self.has_icc or self.has_exif) and self.version < METADATA_VERSION:
+            raise ParameterError(
+                f"ICC and EXIF segments need version {METADATA_VERSION}, got version {self.version}"
+            )
+        problem = piece_problem(self.width, self.height, self.tile_size)
+        if problem:
+            raise ParameterError(problem)
         _normalise(self, ("width", "height", "tile_size", "version"), int)
         _normalise(self, ("q",), float)
 
@@ -229,25 +310,38 @@ class Container:
         n_tiles = self.header.n_tiles
         if n_tiles > MAX_TILES:
             raise ParameterError(f"{n_tiles} tiles exceed the format's limit of {MAX_TILES}")
+        header = self.header
         kinds = [segment.kind for segment in self.segments]
-        expected = expected_kinds(n_tiles, self.header.has_alpha)
+        expected = expected_kinds(n_tiles, header.has_alpha, header.has_icc, header.has_exif)
         if kinds != expected:
             raise ParameterError(
-                f"segments must be {_describe_layout(n_tiles, self.header.has_alpha)}, got "
+                f"segments must be {_describe_layout(n_tiles, header)}, got "
                 f"{len(kinds)} segments ({', '.join(kind.name for kind in kinds[:6])}"
                 f"{', ...' if len(kinds) > 6 else ''})"
             )
+        problem = (self.icc_profile is not None and icc_problem(self.icc_profile, header.colour)) or (
+            self.exif is not None and exif_problem(self.exif)
+        )
+        if problem:
+            raise ParameterError(f"metadata segment holds {problem}")
 
     @classmethod
     def from_tiles(
-        cls, header: Header, tiles: Sequence[tuple[bytes, bytes]], alpha: bytes | None = None
+        cls,
+        header: Header,
+        tiles: Sequence[tuple[bytes, bytes]],
+        alpha: bytes | None = None,
+        icc_profile: bytes | None = None,
+        exif: bytes | None = None,
     ) -> Container:
-        """Build a container from per-tile ``(z_string, y_string)`` pairs and an optional alpha."""
+        """Build a container from per-tile ``(z_string, y_string)`` pairs and the optional
+        alpha, ICC and EXIF payloads (the header's flags must say which are present)."""
         segments = []
         for z_string, y_string in tiles:
             segments += [Segment(SegmentKind.Z, z_string), Segment(SegmentKind.Y, y_string)]
-        if alpha is not None:
-            segments.append(Segment(SegmentKind.ALPHA, alpha))
+        for kind, payload in ((SegmentKind.ALPHA, alpha), (SegmentKind.ICC, icc_profile), (SegmentKind.EXIF, exif)):
+            if payload is not None:
+                segments.append(Segment(kind, payload))
         return cls(header, tuple(segments))
 
     def tile_strings(self) -> list[tuple[bytes, bytes]]:
@@ -255,20 +349,108 @@ class Container:
         n_tiles = self.header.n_tiles
         return [(self.segments[2 * i].data, self.segments[2 * i + 1].data) for i in range(n_tiles)]
 
+    def _optional(self, kind: SegmentKind) -> bytes | None:
+        for segment in self.segments[2 * self.header.n_tiles :]:
+            if segment.kind is kind:
+                return segment.data
+        return None
+
     @property
     def alpha(self) -> bytes | None:
         """The ALPHA payload, or None when the header has no alpha."""
-        return self.segments[-1].data if self.header.has_alpha else None
+        return self._optional(SegmentKind.ALPHA)
+
+    @property
+    def icc_profile(self) -> bytes | None:
+        """The ICC profile of the source (ICC segment), or None."""
+        return self._optional(SegmentKind.ICC)
+
+    @property
+    def exif(self) -> bytes | None:
+        """The source's EXIF as a TIFF structure (EXIF segment, no ``Exif\\0\\0``), or None."""
+        return self._optional(SegmentKind.EXIF)
 
 
-def _describe_layout(n_tiles: int, has_alpha: bool) -> str:
+def _describe_layout(n_tiles: int, header: Header) -> str:
     text = f"{n_tiles} (Z, Y) pair{'s' if n_tiles != 1 else ''}"
-    return text + (" then ALPHA" if has_alpha else " and no ALPHA")
+    extras = [
+        name for name, present in (("ALPHA", header.has_alpha), ("ICC", header.has_icc), ("EXIF", header.has_exif))
+        if present
+    ]
+    return text + (f" then {', '.join(extras)}" if extras else " and no ALPHA")
 
 
 def is_crdr(data: bytes) -> bool:
     """Whether ``data`` starts with the ``.crdr`` magic (says nothing about validity)."""
     return bytes(data[: len(MAGIC)]) == MAGIC
+
+
+# Signatures of files people hand a decoder by mistake, so the message can say what they are.
+_IMAGE_SIGNATURES = (
+    (0, b"\x89PNG\r\n\x1a\n", "PNG"),
+    (0, b"\xff\xd8\xff", "JPEG"),
+    (0, b"GIF87a", "GIF"),
+    (0, b"GIF89a", "GIF"),
+    (0, b"II*\x00", "TIFF"),
+    (0, b"MM\x00*", "TIFF"),
+    (0, b"\xff\x0a", "JPEG XL"),
+    (0, b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (0, b"qoif", "QOI"),
+    (4, b"ftypavif", "AVIF"),
+    (4, b"ftypavis", "AVIF"),
+    (4, b"ftypheic", "HEIC"),
+    (4, b"ftypmif1", "HEIF"),
+    (0, b"BM", "BMP"),
+)
+# A .bin file starts with the length of its header record: 6 (multi-rate) or 5 (single-rate).
+_OFFICIAL_STARTS = (b"\x06\x00\x00\x00", b"\x05\x00\x00\x00")
+FORMATS = ("auto", "crdr", "official")
+
+
+def image_kind(data: bytes) -> str | None:
+    """The image format ``data`` starts like (``"PNG"``, ``"JPEG"``, ...), or None."""
+    head = bytes(data[:16])
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    for offset, signature, name in _IMAGE_SIGNATURES:
+        if head[offset : offset + len(signature)] == signature:
+            return name
+    return None
+
+
+def _not_crdr(data: bytes) -> str:
+    """What ``data`` is, in the user's terms, when it lacks the CRDR magic."""
+    if len(data) == 0:
+        return "the input is empty (0 bytes), not a .crdr file"
+    kind = image_kind(data)
+    if kind:
+        return f"the input is a {kind} image, not a compressed file (compress it with crdr compress)"
+    head = bytes(data[: len(MAGIC)])
+    return (
+        f"not a .crdr file (bad magic {head.hex()}, expected {MAGIC.hex()} = 'CRDR'); "
+        "for an authors' .bin file use --format official"
+    )
+
+
+def identify(data: bytes, expected: str = "auto") -> str:
+    """Which parser ``data`` needs: ``"crdr"`` or ``"official"`` (the authors' ``.bin``).
+
+    ``expected`` is one of :data:`FORMATS`; ``"auto"`` takes ``.crdr`` by its magic and ``.bin``
+    only when it starts like one (a 6- or 5-byte header record), since ``.bin`` files carry no
+    magic. Anything else raises :class:`FormatError` saying what the input is: empty, an image
+    (PNG, JPEG, WebP, ... by their signatures) or a file with a bad magic.
+    """
+    if expected not in FORMATS:
+        raise ParameterError(f"format must be one of {', '.join(FORMATS)}, got {expected!r}")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FormatError(f"expected bytes, got {type(data).__name__}")
+    if expected != "auto":
+        return expected
+    if is_crdr(data):
+        return "crdr"
+    if bytes(data[:4]) in _OFFICIAL_STARTS:
+        return "official"
+    raise FormatError(_not_crdr(data))
 
 
 def pack(container: Container) -> bytes:
@@ -281,7 +463,9 @@ def pack(container: Container) -> bytes:
             MAGIC,
             header.version,
             int(header.colour),
-            _FLAG_ALPHA if header.has_alpha else 0,
+            (_FLAG_ALPHA if header.has_alpha else 0)
+            | (_FLAG_ICC if header.has_icc else 0)
+            | (_FLAG_EXIF if header.has_exif else 0),
             0,
             header.model_id,
             float(header.q),
@@ -301,15 +485,16 @@ def unpack(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
     """Parse and validate ``.crdr`` bytes; any problem raises :class:`FormatError` (one line).
 
     Order of checks: size of the fixed header, magic, version, reserved bits, field ranges,
-    ``max_pixels``, segment count, table size, kinds, declared lengths == remaining bytes, CRC.
-    Structure is checked before the CRC so that truncation and trailing data get their own message.
+    ``max_pixels``, piece size, segment count, table size, kinds, declared lengths == remaining
+    bytes, CRC, metadata payloads. Structure is checked before the CRC so that truncation and
+    trailing data get their own message.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError(f"expected bytes, got {type(data).__name__}")
     view = memoryview(data).cast("B")
     size = len(view)
     if size < len(MAGIC) or bytes(view[: len(MAGIC)]) != MAGIC:
-        raise FormatError("not a .crdr file (missing CRDR magic)")
+        raise FormatError(_not_crdr(view))
     if size < HEADER_SIZE + CRC_SIZE:
         raise FormatError(
             f"truncated .crdr file: {size} bytes, the fixed header alone needs "
@@ -319,11 +504,12 @@ def unpack(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
         _FIXED.unpack_from(view, 0)
     )
     if version not in SUPPORTED_VERSIONS:
-        readable = " and ".join(str(v) for v in SUPPORTED_VERSIONS)
+        readable = ", ".join(str(v) for v in SUPPORTED_VERSIONS[:-1]) + f" and {SUPPORTED_VERSIONS[-1]}"
         raise FormatError(
             f"unsupported .crdr version {version} (this crdr reads versions {readable})"
         )
-    if flags & ~_FLAG_ALPHA or reserved:
+    known_flags = _FLAG_ALPHA | (_FLAG_ICC | _FLAG_EXIF if version >= METADATA_VERSION else 0)
+    if flags & ~known_flags or reserved:
         raise FormatError(
             f"reserved header bits set (flags 0x{flags:02x}, reserved 0x{reserved:02x})"
         )
@@ -338,16 +524,31 @@ def unpack(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
             f"tile size {tile_size} in .crdr header is not a multiple of {TILE_MULTIPLE}"
         )
     _check_max_pixels(width, height, max_pixels)
+    problem = piece_problem(width, height, tile_size)
+    if problem:
+        raise FormatError(f"damaged or hostile .crdr header: {problem}")
     n_tiles = tile_count(width, height, tile_size)
     if n_tiles > MAX_TILES:
         raise FormatError(f"{n_tiles} tiles in .crdr header exceed the limit of {MAX_TILES}")
-    has_alpha = bool(flags & _FLAG_ALPHA)
+    has_alpha, has_icc, has_exif = (bool(flags & flag) for flag in (_FLAG_ALPHA, _FLAG_ICC, _FLAG_EXIF))
     # Count and table size are checked arithmetically before any per-segment list is built.
-    expected_count = 2 * n_tiles + has_alpha
+    expected_count = 2 * n_tiles + has_alpha + has_icc + has_exif
+    header = Header(
+        width=width,
+        height=height,
+        q=q,
+        model_id=bytes(model_id),
+        colour=Colour(colour),
+        has_alpha=has_alpha,
+        tile_size=tile_size,
+        version=version,
+        has_icc=has_icc,
+        has_exif=has_exif,
+    )
     if count != expected_count:
         raise FormatError(
             f".crdr header declares {count} segments, expected {expected_count} "
-            f"({_describe_layout(n_tiles, has_alpha)})"
+            f"({_describe_layout(n_tiles, header)})"
         )
     table_end = HEADER_SIZE + count * SEGMENT_ENTRY_SIZE
     if table_end + CRC_SIZE > size:
@@ -355,7 +556,7 @@ def unpack(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
             f"truncated .crdr file: {size} bytes, the segment table alone needs "
             f"{table_end + CRC_SIZE}"
         )
-    expected = expected_kinds(n_tiles, has_alpha)
+    expected = expected_kinds(n_tiles, has_alpha, has_icc, has_exif)
     lengths = []
     for index, (kind, length) in enumerate(_ENTRY.iter_unpack(view[HEADER_SIZE:table_end])):
         if kind != expected[index]:
@@ -383,17 +584,10 @@ def unpack(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
     for kind, length in zip(expected, lengths):
         segments.append(Segment(kind, bytes(view[offset : offset + length])))
         offset += length
-    header = Header(
-        width=width,
-        height=height,
-        q=q,
-        model_id=bytes(model_id),
-        colour=Colour(colour),
-        has_alpha=has_alpha,
-        tile_size=tile_size,
-        version=version,
-    )
-    return Container(header, tuple(segments))
+    try:
+        return Container(header, tuple(segments))
+    except ParameterError as error:  # the metadata payload checks live in the constructor
+        raise FormatError(str(error)) from None
 
 
 def _check_max_pixels(width: int, height: int, max_pixels: int) -> None:
@@ -507,7 +701,8 @@ def pack_official(official: OfficialFile) -> bytes:
 def unpack_official(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> OfficialFile:
     """Parse an authors' ``.bin`` file; anything but exactly three sane records is a FormatError.
 
-    The format has no checksum, so corruption inside the strings is not detected here.
+    The format has no checksum, so corruption inside the strings is not detected here. It has no
+    tiling either: images above :data:`MAX_TILE_PIXELS` are refused (crdr will not write them).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError(f"expected bytes, got {type(data).__name__}")
@@ -541,6 +736,9 @@ def unpack_official(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Off
     if height < 1 or width < 1:
         raise FormatError(f"invalid image size {width}x{height} in .bin header")
     _check_max_pixels(width, height, max_pixels)
+    problem = piece_problem(width, height, 0)  # the format has no tiling
+    if problem:
+        raise FormatError(f"authors' .bin file too large to decode: {problem}")
     return OfficialFile(
         height=height,
         width=width,
@@ -549,3 +747,48 @@ def unpack_official(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Off
         z_string=records[1],
         y_string=records[2],
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Header facts
+
+
+def describe(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, format: str = "auto") -> dict:
+    """Header facts of a ``.crdr`` or ``.bin`` file (``crdr info``): bytes only, no model, no torch.
+
+    ``format`` as for :func:`identify`; a problem raises :class:`FormatError` as the parsers do.
+    """
+    if identify(data, format) == "crdr":
+        container = unpack(data, max_pixels=max_pixels)
+        header = container.header
+        return {
+            "format": "crdr",
+            "version": header.version,
+            "width": header.width,
+            "height": header.height,
+            "q": header.q,
+            "model_id": header.model_id.hex(),
+            "colour": header.colour.name.lower(),
+            "alpha": header.has_alpha,
+            "icc_profile": header.has_icc,
+            "exif": header.has_exif,
+            "tile_size": header.tile_size,
+            "tiles": header.n_tiles,
+            "segments": [{"kind": s.kind.name, "bytes": len(s.data)} for s in container.segments],
+            "bytes": len(data),
+            "bpp": len(data) * 8 / header.pixels,
+        }
+    official = unpack_official(data, max_pixels=max_pixels)
+    return {
+        "format": "official",
+        "width": official.width,
+        "height": official.height,
+        "q": official.q,
+        "max_abs_y": official.max_abs_y,
+        "segments": [
+            {"kind": "Z", "bytes": len(official.z_string)},
+            {"kind": "Y", "bytes": len(official.y_string)},
+        ],
+        "bytes": len(data),
+        "bpp": len(data) * 8 / (official.width * official.height),
+    }

@@ -12,12 +12,22 @@ file decodes to the same pixels with 1 or N threads. The analysis transform, who
 rounded on the encoder side, uses all threads.
 
 Large images are coded in independent tiles (see ``docs/format.md``) so memory stays bounded.
+
+Hostile files: the decoder's work is bounded by the file. The parser caps one piece at
+``bitstream.MAX_TILE_PIXELS`` and the image at ``max_pixels``; before any entropy decoding,
+every z and y string is checked against the fewest bytes an honest rANS stream of its symbol
+count can have (:func:`check_payloads`); a failed allocation becomes a :class:`ResourceError`.
+
+Metadata: the source's ICC profile and EXIF travel in their own segments (``strip=True`` drops
+them, with a note) and come back in the decoded image's ``info``, so a saved PNG carries them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -28,15 +38,16 @@ from PIL import Image
 from torch.nn import functional as F
 
 from crdr import bitstream, image_io
-from crdr.bitstream import Colour, Container, Header, Segment, SegmentKind
+from crdr.bitstream import Colour, Container, Header
 from crdr.entropy import ScaleRule
-from crdr.errors import CrdrError, FormatError, ModelMismatchError, ParameterError
+from crdr.errors import CrdrError, FormatError, ModelMismatchError, ParameterError, ResourceError
 from crdr.models.crdr import CRDR, STRIDE
 from crdr.weights import DEFAULT_MODEL, load_model
 
 DEFAULT_TILE_SIZE = 1024
-# Images with more pixels than this are tiled by default (4 MP: a 2048x2048 photo or larger).
-TILE_THRESHOLD = 4 * 1024 * 1024
+# Images with more pixels than this are tiled by default (4 MP: a 2048x2048 photo or larger);
+# the format refuses larger untiled pieces.
+TILE_THRESHOLD = bitstream.MAX_TILE_PIXELS
 SIZE_TOLERANCE = 0.03  # target-size search stops within 3 % below the target
 SEARCH_STEPS = 14
 
@@ -83,6 +94,165 @@ def pad_to_stride(x: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
+# -- arguments --------------------------------------------------------------------------------------
+# Every public entry point checks its arguments here, once, before loading a model or an image.
+
+
+def _number(name: str, value) -> float:
+    """``value`` as a finite float; anything else (a string, None, a bool, NaN) is refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ParameterError(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ParameterError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _positive(name: str, value) -> float:
+    number = _number(name, value)
+    if number <= 0:
+        raise ParameterError(f"{name} must be positive, got {value!r}")
+    return number
+
+
+def _count(name: str, value) -> int:
+    """A positive whole number (an int, or a float without a fractional part)."""
+    number = _positive(name, value)
+    if not number.is_integer():
+        raise ParameterError(f"{name} must be a whole number, got {value!r}")
+    return int(number)
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _beta(model: CRDR, beta) -> float:
+    beta = _number("beta", beta)
+    model.realism(beta)  # the model's range
+    return beta
+
+
+def _read_input(data, what: str = ".crdr or .bin data") -> bytes:
+    """Compressed bytes as given, or read from a path (str or os.PathLike)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        try:
+            with open(path, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            raise FormatError(f"no such file: {path}") from None
+        except IsADirectoryError:
+            raise FormatError(f"{path} is a directory, not a compressed file") from None
+        except OSError as error:
+            raise FormatError(f"cannot read {path}: {error.strerror or error}") from None
+    raise ParameterError(f"expected {what} (bytes) or a path to it, got {type(data).__name__}")
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+# What torch and numpy say when an allocation fails (CPU: "DefaultCPUAllocator: can't allocate
+# memory" / "not enough memory"; CUDA: "out of memory"; C++: "std::bad_alloc").
+_ALLOCATION_FAILURES = ("can't allocate", "not enough memory", "out of memory", "bad_alloc", "Unable to allocate")
+
+
+@contextlib.contextmanager
+def _memory_guard(action: str) -> Iterator[None]:
+    """Turn a failed allocation inside the block into one :class:`ResourceError` line."""
+    try:
+        yield
+    except MemoryError:
+        raise ResourceError(f"not enough memory to {action}") from None
+    except RuntimeError as error:
+        if not any(text in str(error) for text in _ALLOCATION_FAILURES):
+            raise
+        raise ResourceError(f"not enough memory to {action}") from None
+
+
+# -- payload bounds -------------------------------------------------------------------------------
+#
+# CompressAI's rANS coder (ryg_rans' rans64: a 64-bit state x, 16-bit CDFs, 32-bit words) keeps
+# x in [2**31, 2**63) and writes whole words: the flushed state (2 words), then one word per
+# renormalisation. Decoding a symbol of frequency f sets x' = f (x >> 16) + (x & 0xffff) - start
+# < x (f / 2**16 + 2**-15), so log2 x drops by at least d(f) = -log2(f / 2**16 + 2**-15); reading a
+# word raises it by at most 32 + 2**-14 (x >= 2**15 before a read); bypass bits only lower it.
+# An honest stream starts below 2**63 and ends at exactly 2**31 (the encoder's initial state),
+# so symbols whose d add up to D bits need k > (D - 32) / (32 + 2**-14) words beyond the state.
+# This is a bound for every stream CompressAI can write, whatever the image: it refuses no valid
+# file, and it makes a short file that declares many latents fail before any synthesis.
+
+_PRECISION = 16
+STATE_BYTES = 8
+WORD_BYTES = 4
+
+
+def _drop_bits(entropy_model) -> list[float]:
+    """Per CDF row: the least log2-state drop of one symbol, d(largest frequency of the row)."""
+    cdf = entropy_model._quantized_cdf.numpy().astype(np.int64)  # (rows, longest + 1), padded
+    lengths = entropy_model._cdf_length.numpy().reshape(-1, 1)
+    frequencies = np.diff(cdf, axis=1)
+    frequencies[np.arange(frequencies.shape[1]).reshape(1, -1) >= lengths - 1] = 0
+    ratio = np.minimum(frequencies.max(axis=1) / 2**_PRECISION + 2.0**-15, 1.0)
+    return np.maximum(-np.log2(ratio), 0.0).tolist()
+
+
+def minimum_stream_bytes(drop_bits: float) -> int:
+    """Fewest bytes of an honest rANS stream whose symbols lower log2 x by ``drop_bits`` in all."""
+    bits = drop_bits * (1 - 1e-9)  # float rounding never makes the bound stricter
+    words = max(0, math.ceil((bits - 32) / (32 + 2.0**-14)))
+    return STATE_BYTES + WORD_BYTES * words
+
+
+@dataclass(frozen=True)
+class PayloadBounds:
+    """The model's per-symbol lower bounds: ``z_bits`` per z position (summed over channels,
+    each channel has its own CDF), ``y_bits`` per y element (any of the 64 Gaussian tables)."""
+
+    z_bits: float
+    y_bits: float
+    y_channels: int
+
+    @classmethod
+    def of(cls, model: CRDR) -> "PayloadBounds":
+        return cls(
+            sum(_drop_bits(model.entropy_model_z)),
+            min(_drop_bits(model.entropy_model_y)),
+            model.config.y_channels,
+        )
+
+    def minimum_bytes(self, width: int, height: int) -> tuple[int, int]:
+        """Fewest bytes of the (z, y) strings of one ``width`` x ``height`` piece."""
+        z_h, z_w = _z_size(width, height)
+        y_symbols = self.y_channels * (4 * z_h) * (4 * z_w)
+        return minimum_stream_bytes(z_h * z_w * self.z_bits), minimum_stream_bytes(y_symbols * self.y_bits)
+
+
+def check_payloads(pieces: list[tuple[tuple[int, int, int, int], bytes, bytes]], model: CRDR) -> None:
+    """Refuse strings no encoder can have written for their piece, before decoding any of them.
+
+    ``pieces``: ``((left, top, w, h), z_string, y_string)``. A string must be whole 32-bit words,
+    at least the flushed state, and at least :meth:`PayloadBounds.minimum_bytes` long.
+    """
+    bounds = PayloadBounds.of(model)
+    many = len(pieces) > 1
+    for index, ((_, _, w, h), z_string, y_string) in enumerate(pieces):
+        where = f"tile {index} ({w}x{h})" if many else f"the {w}x{h} image"
+        for name, string, least in zip(("z", "y"), (z_string, y_string), bounds.minimum_bytes(w, h)):
+            if len(string) % WORD_BYTES or len(string) < least:
+                raise FormatError(
+                    f"{name} string of {where} holds {len(string)} bytes, but a rANS stream for it "
+                    f"is a whole number of 4-byte words and at least {least} bytes: the file is "
+                    "truncated, damaged or hostile"
+                )
+
+
+# -- encoding -------------------------------------------------------------------------------------
+
+
 @dataclass
 class EncodeResult:
     """A compressed file and what a user wants to know about it."""
@@ -99,8 +269,8 @@ class EncodeResult:
 
 
 # How each .crdr version's y elements pick their Gaussian table scale; the authors' .bin uses
-# CompressAI's next-larger rule.
-SCALE_RULES = {1: ScaleRule.NEXT_LARGER, 2: ScaleRule.NEAREST}
+# CompressAI's next-larger rule. Version 3 is version 2 plus metadata segments.
+SCALE_RULES = {1: ScaleRule.NEXT_LARGER, 2: ScaleRule.NEAREST, 3: ScaleRule.NEAREST}
 
 
 def _encode_tile(
@@ -115,40 +285,64 @@ def _encode_tile(
 
 
 def _tile_size_for(width: int, height: int, tile_size: int | None) -> int:
-    if tile_size is not None:
-        return tile_size
-    return DEFAULT_TILE_SIZE if width * height > TILE_THRESHOLD else 0
+    if tile_size is None:
+        return DEFAULT_TILE_SIZE if width * height > TILE_THRESHOLD else 0
+    bitstream.tile_count(width, height, tile_size)  # type and grid checks
+    problem = bitstream.piece_problem(width, height, tile_size)
+    if problem:
+        raise ParameterError(f"{problem}: give a tile size of at most {bitstream.MAX_TILE_SIZE}")
+    return tile_size
 
 
 def encode_at(
     source: image_io.SourceImage, q: float, model: CRDR, tile_size: int | None = None
 ) -> bytes:
-    """Encode a loaded image at quality ``q`` into ``.crdr`` bytes."""
+    """Encode a loaded image at quality ``q`` into ``.crdr`` bytes (with its ICC/EXIF, if any)."""
+    q = _number("q", q)
     model.quality(q)  # range check before any work
     height, width = source.rgb.shape[:2]
     tile = _tile_size_for(width, height, tile_size)
-    version = bitstream.VERSION
-    segments = []
-    for left, top, w, h in bitstream.tile_grid(width, height, tile):
-        z_string, y_string, _ = _encode_tile(
-            model, source.rgb[top : top + h, left : left + w], q, SCALE_RULES[version]
-        )
-        segments += [Segment(SegmentKind.Z, z_string), Segment(SegmentKind.Y, y_string)]
-    if source.alpha is not None:
-        segments.append(Segment(SegmentKind.ALPHA, image_io.encode_alpha(source.alpha)))
+    has_metadata = source.icc_profile is not None or source.exif is not None
+    version = bitstream.version_for(has_metadata)
+    tiles = []
+    with _memory_guard(f"encode a {width}x{height} image (try a smaller tile size)"):
+        for left, top, w, h in bitstream.tile_grid(width, height, tile):
+            z_string, y_string, _ = _encode_tile(
+                model, source.rgb[top : top + h, left : left + w], q, SCALE_RULES[version]
+            )
+            tiles.append((z_string, y_string))
+        alpha = None if source.alpha is None else image_io.encode_alpha(source.alpha)
     header = Header(
-        width=width, height=height, q=float(q), model_id=model.model_id, colour=source.colour,
-        has_alpha=source.alpha is not None, tile_size=tile, version=version,
+        width=width, height=height, q=q, model_id=model.model_id, colour=source.colour,
+        has_alpha=alpha is not None, tile_size=tile, version=version,
+        has_icc=source.icc_profile is not None, has_exif=source.exif is not None,
     )
-    return bitstream.pack(Container(header, tuple(segments)))
+    container = Container.from_tiles(header, tiles, alpha, source.icc_profile, source.exif)
+    return bitstream.pack(container)
 
 
-def _load(image, max_pixels: int) -> image_io.SourceImage:
+def _load(image, max_pixels: int, strip: bool = False) -> image_io.SourceImage:
+    """The image argument of the API as a SourceImage; ``strip`` drops its ICC/EXIF (noted)."""
     if isinstance(image, image_io.SourceImage):
-        return image
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    return image_io.load_image(image, max_pixels=max_pixels)
+        source = image
+    else:
+        if image is None:
+            raise ParameterError(
+                "no image given (None): pass a path, encoded bytes, a PIL image or an (H, W, 3) array"
+            )
+        if isinstance(image, np.ndarray):
+            image = image_io.image_from_array(image)
+        if not isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)):
+            raise ParameterError(
+                f"cannot read an image from a {type(image).__name__}: pass a path, encoded bytes, "
+                "a PIL image or an (H, W, 3) array"
+            )
+        source = image_io.load_image(image, max_pixels=max_pixels, metadata=True)
+    dropped = [name for name, value in (("ICC profile", source.icc_profile), ("EXIF", source.exif)) if value is not None]
+    if strip and dropped:
+        note = f"{' and '.join(dropped)} not kept (strip)"
+        source = dataclasses.replace(source, icc_profile=None, exif=None, notes=source.notes + (note,))
+    return source
 
 
 def encode(
@@ -161,47 +355,61 @@ def encode(
     model: CRDR | str | None = None,
     tile_size: int | None = None,
     max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
+    strip: bool = False,
 ) -> EncodeResult:
-    """Compress ``image`` (path, bytes, PIL image, uint8 array) at ``q`` or to a target.
+    """Compress ``image`` at ``q`` or to a target.
 
+    ``image``: a path, encoded bytes, a PIL image, or a numpy array (H, W) grey, (H, W, 1), (H, W, 3)
+    RGB or (H, W, 4) RGBA, uint8 or float in [0, 1] (see :func:`crdr.image_io.image_from_array`).
     Exactly one of ``q``, ``target_bpp``, ``target_size`` (bytes) and ``target_psnr`` (dB at
-    beta = 0) may be given; none means ``q = 2`` (the middle of the range).
+    beta = 0) may be given; none means ``q = 2`` (the middle of the range). The ICC profile and
+    EXIF of the input are kept unless ``strip``. Bad arguments raise :class:`ParameterError`.
     """
     chosen = [v is not None for v in (q, target_bpp, target_size, target_psnr)]
     if sum(chosen) > 1:
         raise ParameterError("give only one of q, target_bpp, target_size and target_psnr")
+    q = None if q is None else _number("q", q)
+    target_bpp = None if target_bpp is None else _positive("target bpp", target_bpp)
+    target_size = None if target_size is None else _count("target size", target_size)
+    target_psnr = None if target_psnr is None else _positive("target PSNR", target_psnr)
+    max_pixels = _count("max_pixels", max_pixels)
+    strip = _flag("strip", strip)
     codec_model = get_model(model)
-    source = _load(image, max_pixels)
+    if q is not None:
+        codec_model.quality(q)  # range check before reading the image
+    source = _load(image, max_pixels, strip)
     height, width = source.rgb.shape[:2]
+    _tile_size_for(width, height, tile_size)  # refuse a bad tile size before any coding
+    label = None
     if target_bpp is not None:
-        if not (math.isfinite(target_bpp) and target_bpp > 0):
-            raise ParameterError(f"target bpp must be positive, got {target_bpp}")
         target_size = int(target_bpp * width * height / 8)
+        label = f"{target_bpp:g} bpp ({target_size} bytes for {width}x{height})"
     if target_size is not None:
-        result = _search_size(source, int(target_size), codec_model, tile_size)
+        result = _search_size(source, target_size, codec_model, tile_size, label)
     elif target_psnr is not None:
-        result = _search_psnr(source, float(target_psnr), codec_model, tile_size)
+        result = _search_psnr(source, target_psnr, codec_model, tile_size)
     else:
-        q = 2.0 if q is None else float(q)
+        q = 2.0 if q is None else q
         result = EncodeResult(encode_at(source, q, codec_model, tile_size), q, width, height)
     result.notes[:0] = list(source.notes)
     return result
 
 
-def _search_size(source, target: int, model: CRDR, tile_size: int | None) -> EncodeResult:
+def _search_size(
+    source, target: int, model: CRDR, tile_size: int | None, label: str | None = None
+) -> EncodeResult:
     """Largest ``q`` whose file fits in ``target`` bytes: bisection on real encoded sizes.
 
     Stops as soon as a file lands within 3 % below the target. File size grows with ``q`` (the
     rate levels are trained in order); the search never returns a file above the target.
+    ``label`` names the target as the user gave it (a bpp target is rounded down to bytes).
     """
     height, width = source.rgb.shape[:2]
-    if target <= 0:
-        raise ParameterError(f"target size must be positive, got {target} bytes")
     low, high = 0.0, model.max_q
     smallest = encode_at(source, low, model, tile_size)
     if len(smallest) > target:
         raise ParameterError(
-            f"target of {target} bytes is below the smallest file this model makes for this image: "
+            f"target of {label or f'{target} bytes'} is below the smallest file this model makes for this image: "
             f"{len(smallest)} bytes ({len(smallest) * 8 / (width * height):.4f} bpp at q=0)"
         )
     best = EncodeResult(smallest, low, width, height)
@@ -258,14 +466,23 @@ def _search_psnr(source, target: float, model: CRDR, tile_size: int | None) -> E
     return best
 
 
+# -- decoding -------------------------------------------------------------------------------------
+
+
 @dataclass
 class DecodedImage:
+    """A reconstruction: ``rgb`` (H, W, 3) uint8, ``alpha`` (H, W) uint8 or None, the source's
+    colour kind and, when the file carried them, its ICC profile and EXIF (TIFF bytes)."""
+
     rgb: np.ndarray
     alpha: np.ndarray | None
     colour: Colour
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
 
     def to_pil(self) -> Image.Image:
-        return image_io.to_pil(self.rgb, self.alpha, self.colour)
+        """L/LA/RGB/RGBA image; ``info["icc_profile"]`` and ``info["exif"]`` hold the metadata."""
+        return image_io.to_pil(self.rgb, self.alpha, self.colour, icc_profile=self.icc_profile, exif=self.exif)
 
 
 @dataclass
@@ -276,6 +493,8 @@ class DecodedLatents:
     header: Header
     tiles: list[tuple[tuple[int, int, int, int], torch.Tensor]]  # ((left, top, w, h), ŷ)
     alpha: np.ndarray | None
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
 
 
 def _z_size(width: int, height: int) -> tuple[int, int]:
@@ -283,7 +502,11 @@ def _z_size(width: int, height: int) -> tuple[int, int]:
 
 
 def decode_latents(container: Container, model: CRDR) -> DecodedLatents:
-    """Entropy-decode every tile of a parsed ``.crdr`` container (checks the model id first)."""
+    """Entropy-decode every tile of a parsed ``.crdr`` container.
+
+    Checks first, in order: the model id, ``q`` against the model's range, and every string
+    against :func:`check_payloads`, so a hostile file fails before any decoding.
+    """
     header = container.header
     if header.model_id != model.model_id:
         raise ModelMismatchError(
@@ -292,53 +515,84 @@ def decode_latents(container: Container, model: CRDR) -> DecodedLatents:
         )
     model.quality(header.q)
     rule = SCALE_RULES[header.version]
-    segments = container.segments
+    pieces = [(box, z, y) for box, (z, y) in zip(header.tiles(), container.tile_strings())]
+    check_payloads(pieces, model)
     tiles = []
-    grid = bitstream.tile_grid(header.width, header.height, header.tile_size)
-    with torch.no_grad(), single_thread():
-        for index, (left, top, w, h) in enumerate(grid):
-            z_string, y_string = segments[2 * index].data, segments[2 * index + 1].data
-            y_hat = model.decompress_latents(z_string, y_string, _z_size(w, h), rule)
-            tiles.append(((left, top, w, h), y_hat))
-    alpha = None
-    if header.has_alpha:
-        alpha = image_io.decode_alpha(segments[-1].data, header.width, header.height)
-    return DecodedLatents(header, tiles, alpha)
+    with _memory_guard(f"decode a {header.width}x{header.height} image"):
+        with torch.no_grad(), single_thread():
+            for (left, top, w, h), z_string, y_string in pieces:
+                y_hat = model.decompress_latents(z_string, y_string, _z_size(w, h), rule)
+                tiles.append(((left, top, w, h), y_hat))
+        alpha = None
+        if header.has_alpha:
+            alpha = image_io.decode_alpha(container.alpha, header.width, header.height)
+    return DecodedLatents(header, tiles, alpha, container.icc_profile, container.exif)
+
+
+def _synthesize(latents: DecodedLatents, model: CRDR, beta: float) -> DecodedImage:
+    header = latents.header
+    with _memory_guard(f"decode a {header.width}x{header.height} image"):
+        rgb = np.empty((header.height, header.width, 3), dtype=np.uint8)
+        with torch.no_grad(), single_thread():
+            for (left, top, w, h), y_hat in latents.tiles:
+                x_hat = torch.clamp(model.synthesis(y_hat, header.q, beta), -1, 1)
+                rgb[top : top + h, left : left + w] = image_io.from_model_output(x_hat[:, :, :h, :w])
+    return DecodedImage(rgb, latents.alpha, header.colour, latents.icc_profile, latents.exif)
 
 
 def synthesize(latents: DecodedLatents, model: CRDR, beta: float) -> DecodedImage:
     """Run the synthesis transform on every tile at realism ``beta`` and join the tiles."""
-    header = latents.header
-    model.realism(beta)
-    rgb = np.empty((header.height, header.width, 3), dtype=np.uint8)
-    with torch.no_grad(), single_thread():
-        for (left, top, w, h), y_hat in latents.tiles:
-            x_hat = torch.clamp(model.synthesis(y_hat, header.q, beta), -1, 1)
-            rgb[top : top + h, left : left + w] = image_io.from_model_output(x_hat[:, :, :h, :w])
-    return DecodedImage(rgb, latents.alpha, header.colour)
+    return _synthesize(latents, model, _beta(model, beta))
 
 
 def decode_container(container: Container, model: CRDR, beta: float) -> DecodedImage:
     """Reconstruct a parsed ``.crdr`` container at realism ``beta``."""
-    model.realism(beta)
-    return synthesize(decode_latents(container, model), model, beta)
+    beta = _beta(model, beta)
+    return _synthesize(decode_latents(container, model), model, beta)
 
 
-def compress(image, *, q=None, target_bpp=None, target_size=None, target_psnr=None, model=None) -> bytes:
+def compress(
+    image,
+    *,
+    q=None,
+    target_bpp=None,
+    target_size=None,
+    target_psnr=None,
+    model=None,
+    tile_size=None,
+    max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
+    strip: bool = False,
+) -> bytes:
     """Python API: image → ``.crdr`` bytes (see :func:`encode` for the arguments)."""
     return encode(
-        image, q=q, target_bpp=target_bpp, target_size=target_size, target_psnr=target_psnr, model=model
+        image, q=q, target_bpp=target_bpp, target_size=target_size, target_psnr=target_psnr,
+        model=model, tile_size=tile_size, max_pixels=max_pixels, strip=strip,
     ).data
 
 
 def decompress(
-    data: bytes, *, beta: float = 0.0, model=None, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS
+    data,
+    *,
+    beta: float = 0.0,
+    model=None,
+    max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
+    format: str = "auto",
 ) -> Image.Image:
-    """Python API: ``.crdr`` or the authors' ``.bin`` bytes → PIL image at realism ``beta``."""
+    """Python API: ``.crdr`` or the authors' ``.bin`` (bytes, or a path) → PIL image at ``beta``.
+
+    ``format``: ``"auto"`` (a ``.crdr`` magic, or the start of a ``.bin``; anything else is
+    refused saying what it is), ``"crdr"`` or ``"official"``. The ICC profile and EXIF of the
+    source, when the file has them, are in the image's ``info`` (a PNG saved from it keeps them).
+    """
+    beta = _number("beta", beta)
+    max_pixels = _count("max_pixels", max_pixels)
+    data = _read_input(data)
+    kind = bitstream.identify(data, format)
     codec_model = get_model(model)
-    if bitstream.is_crdr(data):
-        return decode_container(bitstream.unpack(data, max_pixels=max_pixels), codec_model, beta).to_pil()
-    return decompress_official(data, beta=beta, model=codec_model, max_pixels=max_pixels)
+    if kind == "crdr":
+        container = bitstream.unpack(data, max_pixels=max_pixels)
+        return decode_container(container, codec_model, beta).to_pil()
+    return _decode_official(data, beta, codec_model, max_pixels)
 
 
 # -- the authors' raw .bin format -----------------------------------------------------------------
@@ -348,16 +602,22 @@ def compress_official(image, *, q: float, model=None) -> bytes:
     """Encode in the authors' ``.bin`` layout (no tiling, no alpha, q stored as int(16 q)).
 
     The encoder runs at ``q`` itself, the decoder at ``int(16 q) / 16``, exactly as the authors'
-    ``compress.py`` does; choose ``q`` on the 1/16 grid to avoid the mismatch.
+    ``compress.py`` does; choose ``q`` on the 1/16 grid to avoid the mismatch. The format has no
+    tiling, so images above ``bitstream.MAX_TILE_PIXELS`` (4 MP) are refused.
     """
+    q = _number("q", q)
+    q_byte = bitstream.official_q_byte(q)
     codec_model = get_model(model)
+    codec_model.quality(q)
     source = _load(image, bitstream.DEFAULT_MAX_PIXELS)
     height, width = source.rgb.shape[:2]
     if height > 65535 or width > 65535:
         raise ParameterError("the authors' format stores sizes in 16 bits: at most 65535x65535")
-    q_byte = bitstream.official_q_byte(q)
-    codec_model.quality(q)
-    z_string, y_string, y_hat = _encode_tile(codec_model, source.rgb, q, ScaleRule.NEXT_LARGER)
+    problem = bitstream.piece_problem(width, height, 0)
+    if problem:
+        raise ParameterError(f"the authors' format has no tiling and crdr cannot code {problem}")
+    with _memory_guard(f"encode a {width}x{height} image"):
+        z_string, y_string, y_hat = _encode_tile(codec_model, source.rgb, q, ScaleRule.NEXT_LARGER)
     official = bitstream.OfficialFile(
         height=height, width=width, max_abs_y=bitstream.official_max_abs_byte(float(y_hat.abs().max())),
         q_byte=q_byte, z_string=z_string, y_string=y_string,
@@ -365,64 +625,43 @@ def compress_official(image, *, q: float, model=None) -> bytes:
     return bitstream.pack_official(official)
 
 
-def decompress_official(data: bytes, *, beta: float = 0.0, model=None, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode the authors' ``.bin`` bytes (their files carry no model id: give the right model)."""
-    codec_model = get_model(model)
+def decompress_official(
+    data, *, beta: float = 0.0, model=None, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """Decode the authors' ``.bin`` (bytes or a path; their files carry no model id: give the
+    right model)."""
+    beta = _number("beta", beta)
+    max_pixels = _count("max_pixels", max_pixels)
+    return _decode_official(_read_input(data, "authors' .bin data"), beta, get_model(model), max_pixels)
+
+
+def _decode_official(data: bytes, beta: float, model: CRDR, max_pixels: int) -> Image.Image:
     official = bitstream.unpack_official(data, max_pixels=max_pixels)
-    codec_model.quality(official.q)
-    codec_model.realism(beta)
-    with torch.no_grad(), single_thread():
-        y_hat = codec_model.decompress_latents(
-            official.z_string, official.y_string, _z_size(official.width, official.height),
-            ScaleRule.NEXT_LARGER,
-        )
+    model.quality(official.q)
+    beta = _beta(model, beta)
+    box = (0, 0, official.width, official.height)
+    check_payloads([(box, official.z_string, official.y_string)], model)
+    with _memory_guard(f"decode a {official.width}x{official.height} image"):
+        with torch.no_grad(), single_thread():
+            y_hat = model.decompress_latents(
+                official.z_string, official.y_string, _z_size(official.width, official.height),
+                ScaleRule.NEXT_LARGER,
+            )
     header = Header(
-        width=official.width, height=official.height, q=official.q, model_id=codec_model.model_id,
+        width=official.width, height=official.height, q=official.q, model_id=model.model_id,
         colour=Colour.RGB, has_alpha=False, tile_size=0,
     )
-    box = (0, 0, official.width, official.height)
-    rgb = synthesize(DecodedLatents(header, [(box, y_hat)], None), codec_model, beta).rgb
+    rgb = _synthesize(DecodedLatents(header, [(box, y_hat)], None), model, beta).rgb
     return Image.fromarray(rgb, "RGB")
 
 
-def describe(data: bytes, *, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS) -> dict:
-    """Header facts of a ``.crdr`` or ``.bin`` file, for ``crdr info``."""
-    if bitstream.is_crdr(data):
-        container = bitstream.unpack(data, max_pixels=max_pixels)
-        header = container.header
-        return {
-            "format": "crdr",
-            "version": header.version,
-            "width": header.width,
-            "height": header.height,
-            "q": header.q,
-            "model_id": header.model_id.hex(),
-            "colour": header.colour.name.lower(),
-            "alpha": header.has_alpha,
-            "tile_size": header.tile_size,
-            "tiles": bitstream.tile_count(header.width, header.height, header.tile_size),
-            "segments": [{"kind": s.kind.name, "bytes": len(s.data)} for s in container.segments],
-            "bytes": len(data),
-            "bpp": len(data) * 8 / (header.width * header.height),
-        }
-    official = bitstream.unpack_official(data, max_pixels=max_pixels)
-    return {
-        "format": "official",
-        "width": official.width,
-        "height": official.height,
-        "q": official.q,
-        "max_abs_y": official.max_abs_y,
-        "segments": [
-            {"kind": "Z", "bytes": len(official.z_string)},
-            {"kind": "Y", "bytes": len(official.y_string)},
-        ],
-        "bytes": len(data),
-        "bpp": len(data) * 8 / (official.width * official.height),
-    }
+def describe(data, *, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS, format: str = "auto") -> dict:
+    """Header facts of a ``.crdr`` or ``.bin`` file (bytes or a path): :func:`bitstream.describe`."""
+    return bitstream.describe(_read_input(data), max_pixels=_count("max_pixels", max_pixels), format=format)
 
 
 __all__ = [
     "CrdrError", "FormatError", "EncodeResult", "DecodedImage", "compress", "decompress", "encode",
-    "encode_at", "decode_container", "decode_latents", "synthesize", "DecodedLatents", "compress_official", "decompress_official", "describe", "get_model",
-    "pad_to_stride",
+    "encode_at", "decode_container", "decode_latents", "synthesize", "DecodedLatents", "compress_official",
+    "decompress_official", "describe", "get_model", "pad_to_stride", "check_payloads", "minimum_stream_bytes",
 ]

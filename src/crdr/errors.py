@@ -32,3 +32,7 @@ class ParameterError(CrdrError, ValueError):
 
 class OutputExistsError(CrdrError):
     """An output file exists and ``--force`` was not given."""
+
+
+class ResourceError(CrdrError):
+    """The machine lacks the memory for the requested work (an allocation failed)."""

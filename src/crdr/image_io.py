@@ -14,23 +14,35 @@ Data flow::
 Alpha is not coded by the network: it travels losslessly as a PNG in the container's ALPHA segment
 (:func:`encode_alpha` / :func:`decode_alpha`). A fully opaque alpha (all 255) is dropped at load, so
 such images decode without an alpha channel.
+
+Metadata (``load_image(metadata=True)``, what the codec's ``encode`` asks for): the ICC profile
+(kept if it describes the decoded kind: RGB or GRAY) and the EXIF block (after the orientation is
+applied, so without the orientation tag); anything else that changes how an image looks or what it
+says (a CMYK profile, XMP, PNG gamma without sRGB) is dropped with a note. :func:`to_pil` puts them
+back into ``info``.
+
+One pixel limit: ``max_pixels`` decides what is too big, also where Pillow's own decompression-bomb
+guard (``PIL.Image.MAX_IMAGE_PIXELS``) would be stricter; see :func:`load_image`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import os
 import re
 import secrets
+import threading
 import warnings
 from dataclasses import dataclass
-from typing import Union
+from typing import Callable, Iterator, Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from crdr.bitstream import DEFAULT_MAX_PIXELS, Colour
+from crdr.bitstream import DEFAULT_MAX_PIXELS, EXIF_PREFIX, Colour, exif_problem, icc_problem
 from crdr.errors import FormatError, ImageError, OutputExistsError, ParameterError
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
@@ -46,13 +58,17 @@ class SourceImage:
 
     ``rgb``: (H, W, 3) uint8 (grey sources have three equal channels); ``alpha``: (H, W) uint8 or
     None (absent or fully opaque); ``colour``: the source's kind, restored at decode; ``notes``:
-    warnings about lossy steps taken while reading, for the user.
+    warnings about lossy steps taken while reading, for the user; ``icc_profile``: the source's
+    ICC profile; ``exif``: its EXIF as a TIFF structure (no ``Exif\\0\\0`` prefix, orientation
+    already applied). Both are None unless read with ``metadata=True``.
     """
 
     rgb: np.ndarray
     alpha: np.ndarray | None
     colour: Colour
     notes: tuple[str, ...]
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
 
     @property
     def width(self) -> int:
@@ -63,24 +79,51 @@ class SourceImage:
         return int(self.rgb.shape[0])
 
 
-def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
+def load_image(
+    source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, metadata: bool = False
+) -> SourceImage:
     """Read a path, encoded bytes or a PIL image into a :class:`SourceImage`.
 
     EXIF orientation is applied. Multi-frame files contribute their first frame. Anything that is
     not a readable image, too large, or of a mode Pillow cannot turn into RGB raises ImageError.
+    ``metadata``: also read the ICC profile and EXIF (see the module docstring).
+
+    ``max_pixels`` is the one size limit: Pillow refuses images above twice
+    ``PIL.Image.MAX_IMAGE_PIXELS`` on its own, and when that guard fires for an image within
+    ``max_pixels`` the image is read again with Pillow's guard lifted (under a lock, restored
+    after), crdr's own check standing in for it.
     """
     if isinstance(source, Image.Image):
         _check_size(source.size, max_pixels)
-        return _from_pil(source, notes=[], raw=_raw_layout(source))
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        stream: object = io.BytesIO(bytes(source))
-        label = "input data"
+        read = functools.partial(_read_pil, source, metadata)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        read = functools.partial(_read, bytes(source), "input data", max_pixels, metadata)
     elif isinstance(source, (str, os.PathLike)):
-        stream = os.fspath(source)
-        label = str(stream)
+        path = os.fsdecode(source)
+        read = functools.partial(_read, path, path, max_pixels, metadata)
     else:
         raise ImageError(f"cannot read an image from a {type(source).__name__}")
-    image = _open_lazily(stream, label, max_pixels)
+    try:
+        return _attempt(read, max_pixels)
+    except _PillowStricter:
+        with _pillow_guard_lifted():
+            return _attempt(read, max_pixels)
+
+
+def _attempt(read: Callable[[], SourceImage], max_pixels: int) -> SourceImage:
+    try:
+        return read()
+    except Image.DecompressionBombError as error:
+        raise _bomb_error(error, max_pixels) from None
+
+
+def _read_pil(image: Image.Image, metadata: bool) -> SourceImage:
+    return _from_pil(image, notes=[], raw=_raw_layout(image), metadata=metadata)
+
+
+def _read(source: str | bytes, label: str, max_pixels: int, metadata: bool) -> SourceImage:
+    """Open a path or encoded bytes lazily, check the size, then decode (see :func:`load_image`)."""
+    image = _open_lazily(io.BytesIO(source) if isinstance(source, bytes) else source, label)
     with image:
         # Image.open has only parsed the header: check the size before decoding any pixel.
         _check_size(image.size, max_pixels)
@@ -92,14 +135,14 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image.load()
-        except Image.DecompressionBombError as error:
-            raise _bomb_error(error, max_pixels) from None
+        except Image.DecompressionBombError:
+            raise
         except _DECODE_ERRORS as error:
             raise ImageError(f"cannot decode {label}: {_one_line(error)}") from None
-        return _from_pil(image, notes=notes, raw=raw)
+        return _from_pil(image, notes=notes, raw=raw, metadata=metadata)
 
 
-def _open_lazily(stream: object, label: str, max_pixels: int) -> Image.Image:
+def _open_lazily(stream: object, label: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -110,30 +153,51 @@ def _open_lazily(stream: object, label: str, max_pixels: int) -> Image.Image:
         raise ImageError(f"{label} is a directory, not an image") from None
     except UnidentifiedImageError:
         raise ImageError(f"{label} is not an image format Pillow can read") from None
-    except Image.DecompressionBombError as error:
-        raise _bomb_error(error, max_pixels) from None
+    except Image.DecompressionBombError:
+        raise
     except _DECODE_ERRORS as error:
         raise ImageError(f"cannot read {label}: {_one_line(error)}") from None
 
 
-def _bomb_error(error: Exception, max_pixels: int | None) -> ImageError:
-    """Pillow's own guard fires inside ``Image.open``, before crdr sees the size.
+class _PillowStricter(Exception):
+    """Pillow's bomb guard refused an image that ``max_pixels`` allows: read it again unguarded."""
 
-    It refuses more than ``2 * PIL.Image.MAX_IMAGE_PIXELS`` pixels. An image over ``max_pixels``
-    too gets crdr's message; otherwise Pillow's guard was the stricter one, and says so (crdr does
-    not change that global behind the caller's back).
+
+_PILLOW_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pillow_guard_lifted() -> Iterator[None]:
+    """Pillow's decompression-bomb guard off for the block (crdr checks ``max_pixels`` itself).
+
+    ``PIL.Image.MAX_IMAGE_PIXELS`` is process-global: the lock keeps two crdr readers from
+    restoring each other's value, and the old value is back when the block ends.
+    """
+    with _PILLOW_GUARD:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
+def _bomb_error(error: Exception, max_pixels: int) -> Exception:
+    """Pillow's own guard fired (inside ``Image.open``, before crdr sees the size).
+
+    Above ``max_pixels``: crdr's message, naming ``--max-pixels``. Within it: Pillow's guard
+    was the stricter one, which ``max_pixels`` overrides (:class:`_PillowStricter`).
     """
     match = re.search(r"\((\d+) pixels\)", str(error))
     pixels = int(match.group(1)) if match else None
-    if max_pixels is not None and pixels is not None and pixels > max_pixels:
+    if pixels is not None and pixels > max_pixels:
         return ImageError(
             f"image has {pixels} pixels, above the limit of {max_pixels}; "
             "raise it with --max-pixels"
         )
-    return ImageError(
-        f"Pillow's decompression-bomb guard refused the image ({_one_line(error)}); "
-        "raise PIL.Image.MAX_IMAGE_PIXELS to read it"
-    )
+    if Image.MAX_IMAGE_PIXELS is None:  # already lifted: nothing more to try
+        return ImageError(f"image is too large to read ({_one_line(error)}); see --max-pixels")
+    return _PillowStricter()
 
 
 def _one_line(error: BaseException) -> str:
@@ -174,13 +238,13 @@ def _raw_layout(image: Image.Image) -> _RawLayout:
     return _RawLayout(sixteen_bit=sixteen_bit, grey=grey)
 
 
-def _from_pil(image: Image.Image, *, notes: list[str], raw: _RawLayout) -> SourceImage:
+def _from_pil(image: Image.Image, *, notes: list[str], raw: _RawLayout, metadata: bool = False) -> SourceImage:
     if raw.sixteen_bit:
         notes.append(_SIXTEEN_BIT_NOTE)
     try:
         transposed = ImageOps.exif_transpose(image)
-    except Image.DecompressionBombError as error:
-        raise _bomb_error(error, None) from None
+    except Image.DecompressionBombError:
+        raise
     except _DECODE_ERRORS as error:
         notes.append(f"EXIF data unreadable ({_one_line(error)}): orientation not applied")
         transposed = image
@@ -194,13 +258,45 @@ def _from_pil(image: Image.Image, *, notes: list[str], raw: _RawLayout) -> Sourc
     if alpha is not None and bool(np.all(alpha == 255)):
         notes.append("alpha channel is fully opaque and was dropped")
         alpha = None
+    icc_profile, exif = _metadata(image, transposed, colour, notes) if metadata else (None, None)
     # Own, writable copies: np.asarray of a PIL image is read-only.
     return SourceImage(
         rgb=np.array(rgb, dtype=np.uint8, order="C"),
         alpha=None if alpha is None else np.array(alpha, dtype=np.uint8, order="C"),
         colour=colour,
         notes=tuple(notes),
+        icc_profile=icc_profile,
+        exif=exif,
     )
+
+
+def _metadata(
+    image: Image.Image, transposed: Image.Image, colour: Colour, notes: list[str]
+) -> tuple[bytes | None, bytes | None]:
+    """The ICC profile and EXIF worth keeping, with a note for each thing dropped."""
+    icc_profile = image.info.get("icc_profile") or None
+    if icc_profile is not None:
+        problem = icc_problem(bytes(icc_profile), colour)
+        if problem:
+            notes.append(f"{problem} was dropped")
+            icc_profile = None
+        else:
+            icc_profile = bytes(icc_profile)
+    # exif_transpose has removed the orientation tag from its result: the pixels are upright now.
+    exif = transposed.info.get("exif") or None
+    if isinstance(exif, bytes):
+        exif = exif[len(EXIF_PREFIX) :] if exif.startswith(EXIF_PREFIX) else exif
+        problem = exif_problem(exif)
+        if problem:
+            notes.append(f"{problem} was dropped")
+            exif = None
+    else:
+        exif = None
+    if image.info.get("xmp") or image.info.get("XML:com.adobe.xmp"):
+        notes.append("XMP metadata was dropped (only the ICC profile and EXIF are kept)")
+    if icc_profile is None and "srgb" not in image.info and ("gamma" in image.info or "chromaticity" in image.info):
+        notes.append("PNG gamma/chromaticity was dropped (only an ICC profile is kept): colours may shift")
+    return icc_profile, exif
 
 
 def _to_channels(
@@ -276,6 +372,60 @@ def _reduce_float(values: np.ndarray, notes: list[str]) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
+_ARRAY_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # by channel count
+
+
+def image_from_array(array: np.ndarray) -> Image.Image:
+    """A numpy image as a PIL image, by one documented rule (the API's array input).
+
+    Layout is channel-last: (H, W) or (H, W, 1) grey, (H, W, 2) grey + alpha, (H, W, 3) RGB,
+    (H, W, 4) RGBA. A (C, H, W) array with C in 1..4 and a last axis longer than 4 is refused as
+    channel-first. Values: uint8 as is; other integer types if they lie in 0..255; floats
+    (float16/32/64) must be finite and in [0, 1], and become ``round(255 v)``. Anything else
+    raises :class:`ParameterError`.
+    """
+    shape = tuple(array.shape)
+    if array.ndim == 3 and shape[0] in (1, 2, 3, 4) and shape[2] not in (1, 2, 3, 4):
+        raise ParameterError(
+            f"array of shape {shape} looks channel-first (C, H, W); crdr takes (H, W, C): "
+            "pass array.transpose(1, 2, 0)"
+        )
+    if array.ndim == 3 and shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (2, 3, 4))):
+        raise ParameterError(
+            f"array of shape {shape} is not an image: expected (H, W), (H, W, 1), (H, W, 2), "
+            "(H, W, 3) or (H, W, 4)"
+        )
+    if array.size == 0:
+        raise ParameterError(f"array of shape {shape} has no pixels")
+    if array.dtype == np.uint8:
+        pixels = array
+    elif np.issubdtype(array.dtype, np.floating):
+        values = array.astype(np.float64)
+        if not np.isfinite(values).all():
+            raise ParameterError("float image array contains NaN or infinity")
+        low, high = float(values.min()), float(values.max())
+        if low < 0.0 or high > 1.0:
+            raise ParameterError(
+                f"float image arrays must hold values in [0, 1], got {low:g}..{high:g} "
+                "(pass uint8 for 0..255 data)"
+            )
+        pixels = np.rint(values * 255.0).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.integer) and array.dtype != np.bool_:
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 255:
+            raise ParameterError(
+                f"integer image arrays must hold values in 0..255, got {low}..{high} "
+                f"({array.dtype}); scale 16-bit data to 8 bits or to floats in [0, 1]"
+            )
+        pixels = array.astype(np.uint8)
+    else:
+        raise ParameterError(f"image arrays must be uint8, integer or float, got {array.dtype}")
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    return Image.fromarray(np.ascontiguousarray(pixels), mode=_ARRAY_MODES[channels])
+
+
 def to_model_input(rgb: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> x: (1, 3, H, W) float32 = 2 * (u8 / 255) - 1, in that order in float32.
 
@@ -313,11 +463,29 @@ def from_model_output(x_hat: torch.Tensor) -> np.ndarray:
     return levels.to(torch.uint8)[0].permute(1, 2, 0).contiguous().numpy()
 
 
-def to_pil(rgb: np.ndarray, alpha: np.ndarray | None, colour: Colour) -> Image.Image:
-    """Rebuild the output image: L / LA for GREY, RGB / RGBA for RGB.
+def to_pil(
+    rgb: np.ndarray,
+    alpha: np.ndarray | None,
+    colour: Colour,
+    *,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> Image.Image:
+    """Rebuild the output image: L / LA for GREY, RGB / RGBA for RGB, with its metadata.
 
     GREY takes the rounded mean of the three decoded channels (exact for equal channels).
+    ``icc_profile`` goes to ``info["icc_profile"]`` and ``exif`` (TIFF bytes) to ``info["exif"]``
+    with Pillow's ``Exif\\0\\0`` prefix, where Pillow's writers and ``getexif()`` look for them.
     """
+    image = _pixels_to_pil(rgb, alpha, colour)
+    if icc_profile is not None:
+        image.info["icc_profile"] = bytes(icc_profile)
+    if exif is not None:
+        image.info["exif"] = EXIF_PREFIX + bytes(exif)
+    return image
+
+
+def _pixels_to_pil(rgb: np.ndarray, alpha: np.ndarray | None, colour: Colour) -> Image.Image:
     _check_rgb(rgb)
     if alpha is not None and (
         not isinstance(alpha, np.ndarray) or alpha.dtype != np.uint8 or alpha.shape != rgb.shape[:2]
@@ -352,7 +520,18 @@ def encode_alpha(alpha: np.ndarray) -> bytes:
 
 
 def decode_alpha(data: bytes, width: int, height: int) -> np.ndarray:
-    """Inverse of :func:`encode_alpha`; the PNG's size is checked before its pixels are decoded."""
+    """Inverse of :func:`encode_alpha`; the PNG's size is checked before its pixels are decoded.
+
+    The expected size passed the file's ``max_pixels`` check already; where it is above Pillow's
+    own guard, that guard is lifted (the size check below stands in for it).
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    lifted = limit is not None and width * height > 2 * limit
+    with _pillow_guard_lifted() if lifted else contextlib.nullcontext():
+        return _decode_alpha(data, width, height)
+
+
+def _decode_alpha(data: bytes, width: int, height: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -432,10 +611,19 @@ def _move_without_overwrite(temporary: str, path: str) -> None:
     os.unlink(temporary)
 
 
+def metadata_arguments(image: Image.Image) -> dict[str, bytes]:
+    """``image.save`` keyword arguments that write its ICC profile and EXIF (from ``info``).
+
+    Pillow's PNG writer takes the ICC profile from ``info`` by itself but EXIF only when passed;
+    every writer of decoded images passes both, so nothing the file carried is lost on saving.
+    """
+    return {key: image.info[key] for key in ("icc_profile", "exif") if image.info.get(key)}
+
+
 def save_png_atomic(image: Image.Image, path: str | os.PathLike, *, force: bool) -> None:
-    """Encode ``image`` as PNG in memory, then :func:`write_atomic` it."""
+    """Encode ``image`` as PNG in memory (with its ICC profile and EXIF), then :func:`write_atomic` it."""
     if not force and os.path.lexists(os.fspath(path)):
         raise OutputExistsError(f"{os.fspath(path)} exists (use --force to overwrite)")
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", **metadata_arguments(image))
     write_atomic(path, buffer.getvalue(), force=force)

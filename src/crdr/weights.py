@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import re
 from pathlib import Path
@@ -250,6 +252,13 @@ def load_model(path_or_name: str | os.PathLike = DEFAULT_MODEL, config: ModelCon
             raise WeightsError(f"{path}: malformed model config in metadata: {error}") from None
     if config is None:
         config = infer_config(state)
+    # CompressAI refuses such a bound with a bare "Invalid parameters" deep inside the model.
+    bound = config.scale_bound
+    if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not (math.isfinite(bound) and bound > 0):
+        raise WeightsError(
+            f"{path}: the y scale bound (entropy_model_y.scale_bound / scale_bound) is "
+            f"{config.scale_bound!r}; it must be a positive number (the paper's is 0.11)"
+        )
     model = CRDR(config)
     load_state(model, state)
     model.eval()
