@@ -83,6 +83,12 @@ def test_untiled_8192_square_header_is_refused_by_the_parser(tiny_model, no_deco
     assert no_decoding == {"decode": 0, "synthesis": 0}
 
 
+def test_hostile_header_is_refused_before_any_model_is_loaded(tmp_path):
+    bomb = _bomb(8192, 8192, 0, b"\0" * 8)
+    with pytest.raises(FormatError, match="untiled 8192x8192"):
+        codec.decompress(bomb, model=tmp_path / "no-such-weights.safetensors")
+
+
 def test_untiled_images_up_to_the_threshold_parse_and_one_pixel_more_does_not():
     width = MAX_TILE_SIZE
     ok = _bomb(width, MAX_TILE_PIXELS // width, 0, b"\0" * 8)

@@ -587,12 +587,11 @@ def decompress(
     beta = _number("beta", beta)
     max_pixels = _count("max_pixels", max_pixels)
     data = _read_input(data)
-    kind = bitstream.identify(data, format)
-    codec_model = get_model(model)
-    if kind == "crdr":
+    # The file is parsed before the model is loaded: a hostile header costs no weights.
+    if bitstream.identify(data, format) == "crdr":
         container = bitstream.unpack(data, max_pixels=max_pixels)
-        return decode_container(container, codec_model, beta).to_pil()
-    return _decode_official(data, beta, codec_model, max_pixels)
+        return decode_container(container, get_model(model), beta).to_pil()
+    return _decode_official(bitstream.unpack_official(data, max_pixels=max_pixels), beta, get_model(model))
 
 
 # -- the authors' raw .bin format -----------------------------------------------------------------
@@ -632,11 +631,11 @@ def decompress_official(
     right model)."""
     beta = _number("beta", beta)
     max_pixels = _count("max_pixels", max_pixels)
-    return _decode_official(_read_input(data, "authors' .bin data"), beta, get_model(model), max_pixels)
+    official = bitstream.unpack_official(_read_input(data, "authors' .bin data"), max_pixels=max_pixels)
+    return _decode_official(official, beta, get_model(model))
 
 
-def _decode_official(data: bytes, beta: float, model: CRDR, max_pixels: int) -> Image.Image:
-    official = bitstream.unpack_official(data, max_pixels=max_pixels)
+def _decode_official(official: bitstream.OfficialFile, beta: float, model: CRDR) -> Image.Image:
     model.quality(official.q)
     beta = _beta(model, beta)
     box = (0, 0, official.width, official.height)
