@@ -5,9 +5,13 @@ What: for each model preset and stage, one full iteration of ``crdr.train.loop.t
 synthetic images; the median over ``--steps`` timed iterations after ``--warmup`` untimed ones.
 q is fixed at 2 (and β at 2.56) so every stage-3 iteration includes the reference pass at q = 3.
 The perceptual loss is ST-LPIPS(alex) (the paper's LPIPS(alex) has the same network size).
+Each case runs in each ``--precisions`` variant: ``fp32``, ``bf16`` (autocast of the transforms,
+discriminator and perceptual network; the entropy model stays float32), each optionally with
+``-cl`` (``channels_last`` weights and batches).
 Why: training time is a claim of docs/training.md; it must be measured the same way each time.
 
     python benchmarks/train_step.py --presets small                 # all stages, 5 steps each
+    python benchmarks/train_step.py --presets small --crop 128 --precisions fp32,fp32-cl,bf16,bf16-cl
     python benchmarks/train_step.py --presets paper --stages 2 --steps 2 --warmup 1
 
 Prints a Markdown table and writes JSON (``-o``). On a machine shared with other jobs timings are
@@ -35,10 +39,16 @@ from crdr.train.config import train_preset
 PRESET_CONFIGS = {"paper": "stage{}", "small": "small-stage{}", "tiny": "tiny-stage{}"}
 
 
-def measure(preset: str, stage: int, batch: int, crop: int, steps: int, warmup: int, device: str) -> dict:
+PRECISIONS = ("fp32", "fp32-cl", "bf16", "bf16-cl")
+
+
+def measure(
+    preset: str, stage: int, batch: int, crop: int, steps: int, warmup: int, device: str, precision: str = "fp32"
+) -> dict:
     config = dataclasses.replace(
         train_preset(PRESET_CONFIGS[preset].format(stage)),
         batch_size=batch, crop=crop, perceptual="stlpips-alex", workers=0, device=device, threads=0,
+        bf16=precision.startswith("bf16"), channels_last=precision.endswith("-cl"),
     )
     training = loop.build_training(config, device)
     if stage >= 2:
@@ -59,10 +69,20 @@ def measure(preset: str, stage: int, batch: int, crop: int, steps: int, warmup: 
     parameters = sum(p.numel() for p in training.model.parameters())
     d_parameters = sum(p.numel() for p in training.discriminator.parameters()) if training.discriminator else 0
     return {
-        "preset": preset, "stage": stage, "batch": batch, "crop": crop, "device": device,
+        "preset": preset, "stage": stage, "batch": batch, "crop": crop, "device": device, "precision": precision,
         "codec_parameters": parameters, "discriminator_parameters": d_parameters,
         "median_s": statistics.median(times), "min_s": min(times), "times_s": times,
+        "steps_per_s": 1 / statistics.median(times),
     }
+
+
+def _bf16_flags() -> list[str]:
+    """The CPU's bf16 matrix/vector units (lscpu's amx_bf16, avx512_bf16): without them bf16 is emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return []
+    return sorted({flag for flag in flags if flag in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f")})
 
 
 def main() -> None:
@@ -75,29 +95,37 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precisions", default="fp32", help=f"comma-separated: {', '.join(PRECISIONS)}")
     parser.add_argument("-o", "--output", default="reports/train_step.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    precisions = args.precisions.split(",")
+    unknown = sorted(set(precisions) - set(PRECISIONS))
+    if unknown:
+        parser.error(f"unknown precision(s) {', '.join(unknown)}; choose from {', '.join(PRECISIONS)}")
     load_start = os.getloadavg()
     results = []
-    print("| preset | stage | batch × crop² | codec params | D params | median s/step | min s/step |")
-    print("|---|---|---|---|---|---|---|")
+    print("| preset | stage | precision | batch × crop² | codec params | D params | median s/step | min s/step | steps/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for preset in args.presets.split(","):
         for stage in (int(s) for s in args.stages.split(",")):
-            row = measure(preset, stage, args.batch, args.crop, args.steps, args.warmup, args.device)
-            results.append(row)
-            print(
-                f"| {preset} | {stage} | {args.batch} × {args.crop}² | {row['codec_parameters']:,} | "
-                f"{row['discriminator_parameters']:,} | {row['median_s']:.2f} | {row['min_s']:.2f} |",
-                flush=True,
-            )
+            for precision in precisions:
+                row = measure(preset, stage, args.batch, args.crop, args.steps, args.warmup, args.device, precision)
+                results.append(row)
+                print(
+                    f"| {preset} | {stage} | {precision} | {args.batch} × {args.crop}² | {row['codec_parameters']:,} | "
+                    f"{row['discriminator_parameters']:,} | {row['median_s']:.2f} | {row['min_s']:.2f} | "
+                    f"{row['steps_per_s']:.3f} |",
+                    flush=True,
+                )
     report = {
         "date": datetime.date.today().isoformat(),
         "machine": {
             "platform": platform.platform(), "processor": platform.processor(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
+            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_cpu_flags": _bf16_flags(),
         },
         "load_average_start": load_start, "load_average_end": os.getloadavg(),
         "steps": args.steps, "warmup": args.warmup, "results": results,
