@@ -103,3 +103,12 @@ def test_the_crdr_cli_has_the_train_and_export_commands(capsys):
     assert cli_main(["train", "tiny-stage1", "--set", "nope=1"]) == 1
     assert "nope" in capsys.readouterr().err
     assert cli_main(["export", "/nonexistent-run", "-o", "/tmp/never.safetensors"]) == 1
+
+
+def test_small_stage3_has_its_own_rate_weights_and_the_paper_keeps_its_own():
+    from crdr.train.config import _STAGE3_LAMBDA_A, _SMALL_STAGE3_LAMBDA_A
+
+    assert train_preset("stage3").lambda_a == _STAGE3_LAMBDA_A == (3.4, 1.3, 0.4, 0.12, 0.05)
+    assert train_preset("small-stage3").lambda_a == _SMALL_STAGE3_LAMBDA_A
+    assert train_preset("small-stage3").lambda_a[-1] < train_preset("stage3").lambda_a[-1]
+    assert not train_preset("stage3").channels_last and train_preset("small-stage3").channels_last
