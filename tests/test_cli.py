@@ -314,49 +314,12 @@ def test_binary_output_is_refused_on_a_terminal(workspace, capsys, monkeypatch):
 # -- output format by suffix ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("suffix", sorted(cli.IMAGE_WRITERS))
-@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
-def test_every_writer_stores_the_modes_it_claims_exactly(tmp_path, suffix, mode):
-    rng = np.random.default_rng(1)
-    channels = len(mode)
-    pixels = (rng.random((9, 13, channels)) * 255).astype(np.uint8)
-    pixels[:3, ..., -1] = 0  # transparent pixels keep their colour too
-    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode)
-    if mode not in cli.IMAGE_WRITERS[suffix][2]:
-        with pytest.raises(cli.ParameterError, match="cannot store"):
-            cli.encode_image(image, tmp_path / f"x{suffix}")
-        return
-    data, notes = cli.encode_image(image, tmp_path / f"x{suffix}")
-    back = Image.open(io.BytesIO(data))
-    assert back.format == cli.IMAGE_WRITERS[suffix][0] and notes == []
-    assert np.array_equal(np.asarray(back.convert(mode)), np.asarray(image))
-
-
 @functools.lru_cache(maxsize=1)
 def _srgb_profile() -> bytes:
     """One sRGB profile (each new one carries its creation time)."""
     from PIL import ImageCms
 
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-
-
-@pytest.mark.parametrize("suffix", [".png", ".webp", ".tif"])
-def test_writers_that_carry_metadata_keep_the_icc_profile_and_exif(tmp_path, suffix):
-    image = Image.new("RGB", (4, 4), (10, 20, 30))
-    exif = Image.Exif()
-    exif[0x010F] = "crdr test camera"
-    image.info.update(icc_profile=_srgb_profile(), exif=exif.tobytes())
-    data, notes = cli.encode_image(image, tmp_path / f"x{suffix}")
-    back = Image.open(io.BytesIO(data))
-    assert back.info.get("icc_profile") == _srgb_profile() and back.getexif().get(0x010F) == "crdr test camera"
-    assert notes == []
-
-
-def test_writers_without_metadata_say_what_they_dropped(tmp_path):
-    image = Image.new("RGB", (4, 4), (10, 20, 30))
-    image.info["icc_profile"] = _srgb_profile()
-    _, notes = cli.encode_image(image, tmp_path / "x.bmp")
-    assert notes == ["ICC profile not written: .bmp cannot carry it (use .png, .webp or .tif)"]
 
 
 def test_icc_profile_survives_the_round_trip_unless_stripped(workspace, capsys):
@@ -476,3 +439,29 @@ def test_beta_nan_is_an_argument_error(capsys):
     with pytest.raises(SystemExit):
         main(["decompress", "a.crdr", "--beta", "nan"])
     assert "must be a finite number" in capsys.readouterr().err
+
+
+# -- input format ---------------------------------------------------------------------------------
+
+
+def test_info_and_decompress_read_the_input_as_format_says(workspace, capsys):
+    folder, model = workspace
+    assert main(["compress", str(folder / "a.png"), "--model", model, "-q", "1"]) == 0
+    assert main(["compress", str(folder / "a.png"), "--model", model, "--format", "official", "-q", "1"]) == 0
+    capsys.readouterr()
+    for name, kind in (("a.crdr", "crdr"), ("a.bin", "official")):
+        for chosen in ("auto", kind):
+            assert main(["info", str(folder / name), "--json", "--format", chosen]) == 0
+            assert json.loads(capsys.readouterr().out) == bitstream.describe((folder / name).read_bytes())
+    assert main(["info", str(folder / "a.crdr"), "--format", "official"]) == 1
+    assert "not an authors' multi-rate .bin file" in _error(capsys)
+    assert main(["decompress", str(folder / "a.crdr"), "--format", "official", "-o", str(folder / "x.png"), "--model", model]) == 1
+    assert "not an authors' multi-rate .bin file" in _error(capsys) and not (folder / "x.png").exists()
+    assert main(["decompress", str(folder / "a.bin"), "--format", "crdr", "-o", str(folder / "x.png"), "--model", model]) == 1
+    assert "bad magic" in _error(capsys) and not (folder / "x.png").exists()
+    assert main(["decompress", str(folder / "a.bin"), "--format", "official", "-o", str(folder / "x.png"), "--model", model]) == 0
+
+
+def test_the_cli_reads_headers_with_bitstream_describe_alone():
+    assert not hasattr(cli, "describe")
+

@@ -69,6 +69,8 @@ def coded_file(tmp_path_factory) -> Path:
         ["info", "{coded}"],
         ["info", "{coded}", "--json"],
         ["info", "{missing}"],
+        ["info", "{coded}", "--format", "official"],
+        ["decompress", "{coded}", "-o", "{coded}.jpg"],
         ["compress"],
         ["compress", "a.png", "-q", "x"],
         ["decompress", "a.crdr", "--beta"],

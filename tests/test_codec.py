@@ -371,7 +371,7 @@ def test_icc_profile_and_exif_survive_to_the_decoded_image_and_its_png(tiny_mode
     decoded = codec.decompress(data, model=tiny_model)
     assert decoded.info["icc_profile"] == _srgb_profile()
     assert decoded.getexif()[0x010F] == "crdr test camera"
-    image_io.save_png_atomic(decoded, tmp_path / "out.png", force=False)
+    assert image_io.save_image_atomic(decoded, tmp_path / "out.png") == []
     with Image.open(tmp_path / "out.png") as saved:
         assert saved.info["icc_profile"] == _srgb_profile()
         assert saved.getexif()[0x010F] == "crdr test camera"

@@ -1,4 +1,5 @@
-"""Tests of image reading (modes, EXIF, limits, bad files), tensor conversion and atomic writes."""
+"""Tests of image reading (modes, EXIF, limits, bad files), tensor conversion, atomic writes and the
+lossless image writers (format by suffix)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from PIL import Image
 from crdr import image_io
 from crdr.bitstream import Colour
 from crdr.errors import FormatError, ImageError, OutputExistsError, ParameterError
+from crdr.suffixes import LOSSLESS_WRITERS
 from crdr.image_io import (
     decode_alpha,
     encode_alpha,
     from_model_output,
     load_image,
-    save_png_atomic,
+    image_bytes,
+    save_image_atomic,
     to_model_input,
     to_pil,
     write_atomic,
@@ -483,26 +486,81 @@ def test_write_atomic_file_permissions_follow_umask(tmp_path):
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o644
 
 
-def test_save_png_atomic_writes_readable_png_and_respects_force(tmp_path):
+def test_save_image_atomic_writes_readable_png_and_respects_force(tmp_path):
     image = Image.fromarray(random_u8((5, 3, 4), seed=14), "RGBA")
     path = tmp_path / "out.png"
-    save_png_atomic(image, path, force=False)
+    assert save_image_atomic(image, path) == []
     with Image.open(path) as reread:
         assert np.array_equal(np.asarray(reread), np.asarray(image))
     with pytest.raises(OutputExistsError):
-        save_png_atomic(image, path, force=False)
-    save_png_atomic(Image.new("L", (1, 1)), path, force=True)
+        save_image_atomic(image, path, force=False)
+    save_image_atomic(Image.new("L", (1, 1)), path, force=True)
     with Image.open(path) as reread:
         assert reread.size == (1, 1)
 
 
-def test_save_png_atomic_keeps_icc_profile_and_exif(tmp_path):
+def test_save_image_atomic_keeps_icc_profile_and_exif(tmp_path):
     profile = _rgb_icc_profile()
     image = to_pil(random_u8((4, 5, 3)), None, Colour.RGB, icc_profile=profile, exif=_exif_bytes())
-    save_png_atomic(image, tmp_path / "out.png", force=False)
+    save_image_atomic(image, tmp_path / "out.png", force=False)
     with Image.open(tmp_path / "out.png") as saved:
         assert saved.info["icc_profile"] == profile
         assert saved.getexif()[0x010F] == "crdr test camera"
+
+
+@pytest.mark.parametrize("suffix", sorted(LOSSLESS_WRITERS))
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
+def test_every_writer_stores_the_modes_it_claims_exactly(tmp_path, suffix, mode):
+    channels = len(mode)
+    pixels = random_u8((9, 13, channels), seed=1)
+    pixels[:3, ..., -1] = 0  # transparent pixels keep their colour too
+    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode)
+    path = tmp_path / f"x{suffix.upper()}"  # the suffix is read case-insensitively
+    if mode not in LOSSLESS_WRITERS[suffix].modes:
+        with pytest.raises(ParameterError, match="cannot store"):
+            save_image_atomic(image, path)
+        assert not path.exists()
+        return
+    assert save_image_atomic(image, path) == []
+    with Image.open(path) as back:
+        assert back.format == LOSSLESS_WRITERS[suffix].format
+        assert np.array_equal(np.asarray(back.convert(mode)), np.asarray(image))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".webp", ".tif"])
+def test_writers_that_carry_metadata_keep_the_icc_profile_and_exif(suffix):
+    image = Image.new("RGB", (4, 4), (10, 20, 30))
+    image.info.update(icc_profile=_rgb_icc_profile(), exif=_exif_bytes())
+    data, notes = image_bytes(image, f"x{suffix}")
+    back = Image.open(io.BytesIO(data))
+    assert back.info.get("icc_profile") == _rgb_icc_profile() and back.getexif().get(0x010F) == "crdr test camera"
+    assert notes == []
+
+
+def test_writers_without_metadata_say_what_they_dropped(tmp_path):
+    image = Image.new("RGB", (4, 4), (10, 20, 30))
+    image.info["icc_profile"] = _rgb_icc_profile()
+    assert save_image_atomic(image, tmp_path / "x.bmp") == [
+        "ICC profile not written: .bmp cannot carry it (use .png, .webp or .tif)"
+    ]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("o.jpg", "refusing to write a lossy format"),
+    ("o.AVIF", "refusing to write a lossy format"),
+    ("o.xyz", "cannot tell a lossless image format"),
+    ("noext", "cannot tell a lossless image format"),
+])
+def test_lossy_or_unknown_suffixes_are_refused_and_nothing_is_written(tmp_path, name, message):
+    (tmp_path / name).write_bytes(b"keep")  # refused for its name, before "exists"
+    with pytest.raises(ParameterError, match=message):
+        save_image_atomic(Image.new("RGB", (2, 2)), tmp_path / name, force=True)
+    assert (tmp_path / name).read_bytes() == b"keep"
+
+
+def test_stdout_bytes_default_to_png():
+    data, _ = image_bytes(Image.new("L", (3, 2)))
+    assert Image.open(io.BytesIO(data)).format == "PNG"
 
 
 # --------------------------------------------------------------------------------------------------

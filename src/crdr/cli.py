@@ -15,45 +15,24 @@ user's path. Directory inputs are mirrored under ``--out-dir``. Outputs are writ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
-import io
 import json
 import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 # Only light modules here: help, --version, info and argument errors must start without torch
 # (tests/test_cli_startup.py). The codec and the other commands are imported where they run.
 from crdr import __version__, bitstream
 from crdr.errors import CrdrError, OutputExistsError, ParameterError
+from crdr.suffixes import CODED_SUFFIXES, IMAGE_SUFFIXES, LOSSLESS_LIST, lossless_writer
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".avif"}
-CODED_SUFFIXES = {".crdr", ".bin"}
 STDIO = "-"
-
-_ALL_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
-_NO_ALPHA = frozenset({"L", "RGB"})
-# Decoded images are written only in formats that store them exactly, chosen by the output's
-# suffix: Pillow format, save options, the modes it stores exactly (checked by
-# tests/test_cli_io.py), and whether it carries an ICC profile and EXIF. WebP has no grey: an L
-# image comes back as RGB with three equal channels, the same pixels.
-IMAGE_WRITERS: dict[str, tuple[str, dict, frozenset, bool]] = {
-    ".png": ("PNG", {}, _ALL_MODES, True),
-    ".tif": ("TIFF", {"compression": "tiff_deflate"}, _ALL_MODES, True),
-    ".tiff": ("TIFF", {"compression": "tiff_deflate"}, _ALL_MODES, True),
-    ".webp": ("WEBP", {"lossless": True, "exact": True}, _ALL_MODES, True),
-    ".tga": ("TGA", {"compression": "tga_rle"}, _ALL_MODES, False),
-    ".bmp": ("BMP", {}, _NO_ALPHA, False),
-    ".ppm": ("PPM", {}, _NO_ALPHA, False),
-    ".pnm": ("PPM", {}, _NO_ALPHA, False),
-    ".pgm": ("PPM", {}, frozenset({"L"}), False),
-}
-LOSSY_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".avif", ".heic", ".heif", ".gif", ".jxl"}
-_LOSSLESS_LIST = ".png, .webp, .tif, .tga, .bmp or .ppm"
 
 
 def error_line(error: BaseException) -> str:
@@ -264,16 +243,35 @@ def _read(source: Path | None) -> bytes:
 
 
 def _write(target: Path | None, data: bytes, *, force: bool) -> None:
-    """Write atomically under the user's name (errors name it, not the temporary file)."""
+    """Write atomically under the user's name, or to stdout."""
     if target is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
     from crdr import image_io
 
+    with _writing(target):
+        image_io.write_atomic(target, data, force=force)
+
+
+def _save_image(target: Path | None, image, *, force: bool) -> list[str]:
+    """Write a decoded image in the lossless format its name asks for (stdout: PNG); the notes."""
+    from crdr import image_io
+
+    if target is None:
+        data, notes = image_io.image_bytes(image)
+        _write(None, data, force=force)
+        return notes
+    with _writing(target):
+        return image_io.save_image_atomic(image, target, force=force)
+
+
+@contextlib.contextmanager
+def _writing(target: Path) -> Iterator[None]:
+    """Make the output's directory; a failed write names the user's file, not the temporary."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        image_io.write_atomic(target, data, force=force)
+        yield
     except CrdrError:
         raise
     except OSError as error:
@@ -339,51 +337,12 @@ def run_compress(args: argparse.Namespace) -> int:
 # -- decompress -----------------------------------------------------------------------------------
 
 
-def image_writer(target: Path | None) -> tuple[str, dict, frozenset, bool]:
-    """The lossless writer for an output name (stdout: PNG); lossy and unknown suffixes are refused."""
-    if target is None:
-        return IMAGE_WRITERS[".png"]
-    suffix = target.suffix.lower()
-    if suffix in IMAGE_WRITERS:
-        return IMAGE_WRITERS[suffix]
-    if suffix in LOSSY_SUFFIXES:
-        raise ParameterError(
-            f"refusing to write a lossy format ({target}): decoded images are written losslessly, "
-            f"as {_LOSSLESS_LIST}"
-        )
-    raise ParameterError(f"cannot tell a lossless image format from the name {target}: end it in {_LOSSLESS_LIST}")
-
-
-def encode_image(image, target: Path | None) -> tuple[bytes, list[str]]:
-    """``image`` in the format its output name asks for, with ICC profile and EXIF where it can hold them.
-
-    Returns the bytes and notes on anything the format cannot carry (metadata); an image the
-    format cannot store exactly (alpha in BMP) is refused.
-    """
-    name, options, modes, metadata = image_writer(target)
-    suffix = ".png" if target is None else target.suffix.lower()
-    if image.mode not in modes:
-        raise ParameterError(
-            f"{suffix} cannot store this {image.mode} image exactly (its alpha channel): use .png, .webp, .tif or .tga"
-        )
-    options = dict(options)
-    carried = {key: image.info[key] for key in ("icc_profile", "exif") if image.info.get(key)}
-    notes = []
-    if metadata:
-        options.update(carried)
-    elif carried:
-        dropped = " and ".join({"icc_profile": "ICC profile", "exif": "EXIF"}[key] for key in carried)
-        notes.append(f"{dropped} not written: {suffix} cannot carry it (use .png, .webp or .tif)")
-    buffer = io.BytesIO()
-    image.save(buffer, format=name, **options)
-    return buffer.getvalue(), notes
-
-
 def run_decompress(args: argparse.Namespace) -> int:
     jobs = plan_jobs(args.inputs, output=args.output, out_dir=args.out_dir, suffixes=CODED_SUFFIXES, out_suffix=".png")
     jobs = check_jobs(jobs, force=args.force, skip_existing=args.skip_existing, create_dirs=bool(args.out_dir))
     for job in jobs:
-        image_writer(job.target)
+        if job.target is not None:
+            lossless_writer(job.target)
 
     from crdr import codec
 
@@ -391,9 +350,10 @@ def run_decompress(args: argparse.Namespace) -> int:
     started = time.perf_counter()
 
     def work(job: Job) -> None:
-        image = codec.decompress(_read(job.source), beta=args.beta, model=model, max_pixels=args.max_pixels)
-        data, notes = encode_image(image, job.target)
-        _write(job.target, data, force=args.force)
+        image = codec.decompress(
+            _read(job.source), beta=args.beta, model=model, max_pixels=args.max_pixels, format=args.format
+        )
+        notes = _save_image(job.target, image, force=args.force)
         for note in notes:
             print(f"crdr: note: {job.label}: {note}", file=sys.stderr)
         if len(jobs) == 1:
@@ -407,47 +367,9 @@ def run_decompress(args: argparse.Namespace) -> int:
 # -- info -----------------------------------------------------------------------------------------
 
 
-def describe(data: bytes, *, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS) -> dict:
-    """Header facts of a ``.crdr`` or ``.bin`` file, for ``crdr info`` (bitstream only: no torch)."""
-    if bitstream.identify(data) == "crdr":
-        container = bitstream.unpack(data, max_pixels=max_pixels)
-        header = container.header
-        return {
-            "format": "crdr",
-            "version": header.version,
-            "width": header.width,
-            "height": header.height,
-            "q": header.q,
-            "model_id": header.model_id.hex(),
-            "colour": header.colour.name.lower(),
-            "alpha": header.has_alpha,
-            "icc_profile": header.has_icc,
-            "exif": header.has_exif,
-            "tile_size": header.tile_size,
-            "tiles": bitstream.tile_count(header.width, header.height, header.tile_size),
-            "segments": [{"kind": s.kind.name, "bytes": len(s.data)} for s in container.segments],
-            "bytes": len(data),
-            "bpp": len(data) * 8 / (header.width * header.height),
-        }
-    official = bitstream.unpack_official(data, max_pixels=max_pixels)
-    return {
-        "format": "official",
-        "width": official.width,
-        "height": official.height,
-        "q": official.q,
-        "max_abs_y": official.max_abs_y,
-        "segments": [
-            {"kind": "Z", "bytes": len(official.z_string)},
-            {"kind": "Y", "bytes": len(official.y_string)},
-        ],
-        "bytes": len(data),
-        "bpp": len(data) * 8 / (official.width * official.height),
-    }
-
-
 def run_info(args: argparse.Namespace) -> int:
     source = None if args.file == STDIO else Path(args.file)
-    facts = describe(_read(source), max_pixels=args.max_pixels)
+    facts = bitstream.describe(_read(source), max_pixels=args.max_pixels, format=args.format)
     if args.json:
         print(json.dumps(facts, indent=1))
         return 0
@@ -501,6 +423,14 @@ def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_coded_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format", choices=bitstream.FORMATS, default="auto",
+        help="how to read the input: auto (a .crdr by its magic, an authors' .bin by its start; default), "
+        "crdr, or official (the authors' .bin)",
+    )
+
+
 def _add_inputs_and_outputs(parser: argparse.ArgumentParser, inputs: str, output: str) -> None:
     parser.add_argument("inputs", nargs="+", help=f"{inputs}, or directories (searched recursively); - reads stdin")
     where = parser.add_mutually_exclusive_group()
@@ -550,16 +480,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     decompress = commands.add_parser("decompress", help=".crdr/.bin files -> lossless images (PNG, WebP, TIFF, ...)")
     _add_inputs_and_outputs(
         decompress, ".crdr or .bin files",
-        f"output image, its format chosen by the suffix: {_LOSSLESS_LIST} (lossless only; stdout: PNG)",
+        f"output image, its format chosen by the suffix: {LOSSLESS_LIST} (lossless only; stdout: PNG)",
     )
     decompress.add_argument(
         "--beta", type=_finite, default=0.0, help="realism in [0, max_beta]: 0 faithful (default), max realistic"
     )
+    _add_coded_format(decompress)
     decompress.set_defaults(handler=run_decompress)
 
     info = commands.add_parser("info", help="print a file's header")
     info.add_argument("file", help=".crdr or .bin file; - reads stdin")
     info.add_argument("--json", action="store_true", help="print the facts as JSON")
+    _add_coded_format(info)
     _add_max_pixels(info)
     info.set_defaults(handler=run_info)
 

@@ -30,9 +30,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from crdr.errors import ImageError, ParameterError
+from crdr.suffixes import TRAINING_SUFFIXES
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "ImageFolderDataset",
     "ResumableSampler",
     "SampleKey",
@@ -42,8 +42,6 @@ __all__ = [
     "to_model_range",
     "validation_images",
 ]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
 
 class SampleKey(NamedTuple):
@@ -82,7 +80,7 @@ def to_model_range(u8: np.ndarray) -> Tensor:
 
 
 def find_images(root: str | os.PathLike[str]) -> list[Path]:
-    """All .jpg/.jpeg/.png/.webp files under ``root`` (recursive, case-insensitive extension),
+    """All image files under ``root`` (recursive; :data:`crdr.suffixes.TRAINING_SUFFIXES`, any case),
     sorted by their path relative to ``root`` so the order is the same on every machine."""
     root = Path(root)
     if not root.is_dir():
@@ -90,7 +88,7 @@ def find_images(root: str | os.PathLike[str]) -> list[Path]:
     found = []
     for directory, _, names in os.walk(root, followlinks=True):
         for name in names:
-            if name.lower().endswith(IMAGE_EXTENSIONS):
+            if name.lower().endswith(tuple(TRAINING_SUFFIXES)):
                 path = Path(directory) / name
                 found.append((path.relative_to(root).as_posix(), path))
     found.sort()
@@ -164,7 +162,7 @@ class ImageFolderDataset(Dataset):
         if verify:
             paths = [path for path in paths if _readable(path)]
         if not paths:
-            raise ImageError(f"no .jpg/.jpeg/.png/.webp images under {self.root}")
+            raise ImageError(f"no images under {self.root} (looked for {', '.join(sorted(TRAINING_SUFFIXES))})")
         self.paths = paths
 
     def __len__(self) -> int:
@@ -385,5 +383,5 @@ def validation_images(
     height, width = _pair(size)
     paths = find_images(root)[:n]
     if not paths:
-        raise ImageError(f"no .jpg/.jpeg/.png/.webp images under {root}")
+        raise ImageError(f"no images under {root} (looked for {', '.join(sorted(TRAINING_SUFFIXES))})")
     return torch.stack([to_model_range(_centre_crop(_load_rgb(p), height, width)) for p in paths])

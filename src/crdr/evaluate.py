@@ -49,6 +49,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from crdr.errors import CrdrError, FormatError, ParameterError, WeightsError
+from crdr.suffixes import IMAGE_SUFFIXES
 
 __all__ = [
     "EvaluationReport",
@@ -60,8 +61,6 @@ __all__ = [
     "register",
     "run_eval",
 ]
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 # User-facing metric names → report column names (the column names match paper_results' keys).
 METRIC_NAMES = {

@@ -1,4 +1,5 @@
-"""Reading images into 8-bit RGB (+ optional alpha), tensor conversion, and atomic file writes.
+"""Reading images into 8-bit RGB (+ optional alpha), tensor conversion, and atomic writes of files
+and of decoded images (:func:`save_image_atomic`: the lossless format their name asks for).
 
 The codec codes three 8-bit channels. :func:`load_image` maps whatever Pillow can open onto that,
 recording every lossy step (16-bit reduction, CMYK conversion, dropped frames) as a human-readable
@@ -44,6 +45,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from crdr.bitstream import DEFAULT_MAX_PIXELS, EXIF_PREFIX, Colour, exif_problem, icc_problem
 from crdr.errors import FormatError, ImageError, OutputExistsError, ParameterError
+from crdr.suffixes import lossless_writer, suffix_of
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
 
@@ -620,10 +622,38 @@ def metadata_arguments(image: Image.Image) -> dict[str, bytes]:
     return {key: image.info[key] for key in ("icc_profile", "exif") if image.info.get(key)}
 
 
-def save_png_atomic(image: Image.Image, path: str | os.PathLike, *, force: bool) -> None:
-    """Encode ``image`` as PNG in memory (with its ICC profile and EXIF), then :func:`write_atomic` it."""
+def image_bytes(image: Image.Image, name: str | os.PathLike = "image.png") -> tuple[bytes, list[str]]:
+    """``image`` encoded in the lossless format its output ``name`` asks for (by suffix, see
+    :func:`crdr.suffixes.lossless_writer`), with its ICC profile and EXIF where the format holds them.
+
+    Returns the bytes and notes on the metadata the format cannot carry. Lossy and unknown
+    suffixes, and an image the format cannot store exactly (alpha in BMP), raise ParameterError.
+    """
+    writer = lossless_writer(name)
+    if image.mode not in writer.modes:
+        lost = "its alpha channel" if image.mode.endswith("A") else "its colour"
+        raise ParameterError(
+            f"{suffix_of(name)} cannot store this {image.mode} image exactly ({lost}): use .png, .webp, .tif or .tga"
+        )
+    options = dict(writer.options)
+    carried = metadata_arguments(image)
+    notes = []
+    if writer.metadata:
+        options.update(carried)
+    elif carried:
+        dropped = " and ".join({"icc_profile": "ICC profile", "exif": "EXIF"}[key] for key in carried)
+        notes.append(f"{dropped} not written: {suffix_of(name)} cannot carry it (use .png, .webp or .tif)")
+    buffer = io.BytesIO()
+    image.save(buffer, format=writer.format, **options)
+    return buffer.getvalue(), notes
+
+
+def save_image_atomic(image: Image.Image, path: str | os.PathLike, *, force: bool = False) -> list[str]:
+    """Write ``image`` losslessly in the format its suffix names (:func:`image_bytes`), atomically
+    (:func:`write_atomic`); returns the notes on metadata the format could not carry."""
+    lossless_writer(path)  # a bad name is refused before an existing file is
     if not force and os.path.lexists(os.fspath(path)):
         raise OutputExistsError(f"{os.fspath(path)} exists (use --force to overwrite)")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", **metadata_arguments(image))
-    write_atomic(path, buffer.getvalue(), force=force)
+    data, notes = image_bytes(image, path)
+    write_atomic(path, data, force=force)
+    return notes
