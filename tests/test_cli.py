@@ -465,3 +465,65 @@ def test_info_and_decompress_read_the_input_as_format_says(workspace, capsys):
 def test_the_cli_reads_headers_with_bitstream_describe_alone():
     assert not hasattr(cli, "describe")
 
+
+# -- progress -------------------------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _tiled_photo(folder):
+    rng = np.random.default_rng(3)
+    path = folder / "wide.png"
+    Image.fromarray((rng.random((70, 150, 3)) * 255).astype(np.uint8)).save(path)
+    return path  # in 64-pixel tiles: 3 x 2
+
+
+def _progress_line(label: str, total: int) -> str:
+    steps = "".join(f"\r{label}: tile {done}/{total}" for done in range(1, total + 1))
+    width = len(f"{label}: tile {total}/{total}")
+    return steps + "\r" + " " * width + "\r"  # the line is erased at the end
+
+
+def test_coding_a_tiled_image_shows_tile_progress_on_a_terminal(workspace, monkeypatch):
+    folder, model = workspace
+    source = _tiled_photo(folder)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["compress", str(source), "-q", "1", "--tile-size", "64", "--model", model]) == 0
+    assert terminal.getvalue() == _progress_line(str(source), 6)
+    terminal.truncate(0), terminal.seek(0)
+    coded = folder / "wide.crdr"
+    assert main(["decompress", str(coded), "-o", str(folder / "back.png"), "--model", model]) == 0
+    assert terminal.getvalue() == _progress_line(str(coded), 6)
+
+
+def test_no_progress_line_off_a_terminal_or_for_one_tile(workspace, monkeypatch, capsys):
+    folder, model = workspace
+    source = _tiled_photo(folder)
+    assert main(["compress", str(source), "-q", "1", "--tile-size", "64", "--model", model]) == 0
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys, "stderr", terminal := _Terminal())
+    assert main(["compress", str(folder / "a.png"), "-q", "1", "--model", model]) == 0
+    assert terminal.getvalue() == ""
+
+
+def test_a_failure_after_progress_leaves_a_clean_line_before_the_error(workspace, monkeypatch):
+    folder, model = workspace
+    source = _tiled_photo(folder)
+    assert main(["compress", str(source), "-q", "1", "--tile-size", "64", "--model", str(model)]) == 0
+    from crdr import image_io
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(image_io, "write_atomic", full_disk)
+    monkeypatch.setattr(sys, "stderr", terminal := _Terminal())
+    assert main(["decompress", str(folder / "wide.crdr"), "-o", str(folder / "x.png"), "--model", model]) == 1
+    progress, error = terminal.getvalue().rsplit("\r", 1)
+    assert progress == _progress_line(str(folder / "wide.crdr"), 6)[:-1]
+    assert error.startswith("crdr: error: cannot write") and error.count("\n") == 1

@@ -69,6 +69,26 @@ def test_tiled_coding_reassembles_the_image(tiny_model):
     assert np.asarray(image).shape == np.asarray(whole).shape
 
 
+def test_progress_is_called_after_each_tile_of_encode_and_decode(tiny_model):
+    calls = {"encode": [], "decompress": [], "latents": [], "synthesis": []}
+    rgb = _photo(150, 70)
+    data = codec.compress(rgb, q=1.0, model=tiny_model, tile_size=64, progress=lambda *a: calls["encode"].append(a))
+    image = codec.decompress(data, model=tiny_model, progress=lambda *a: calls["decompress"].append(a))
+    latents = codec.decode_latents(bitstream.unpack(data), tiny_model, lambda *a: calls["latents"].append(a))
+    parts = codec.synthesize(latents, tiny_model, 0.0, lambda *a: calls["synthesis"].append(a))
+    steps = [(done, 6) for done in range(1, 7)]  # 150x70 in 64-pixel tiles: 3 x 2
+    assert calls == {"encode": steps, "decompress": steps, "latents": steps, "synthesis": steps}
+    # Decoding tile by tile (one ŷ held at a time) gives the pixels of the two passes.
+    assert np.array_equal(np.asarray(image), parts.rgb)
+
+
+def test_progress_of_an_untiled_image_is_one_step(tiny_model):
+    calls = []
+    data = codec.compress(_photo(20, 14), q=1.0, model=tiny_model, progress=lambda *a: calls.append(a))
+    codec.decompress(data, model=tiny_model, progress=lambda *a: calls.append(a))
+    assert calls == [(1, 1), (1, 1)]
+
+
 def test_target_size_never_exceeds_and_lands_close(tiny_model):
     rgb = _photo(128, 96)
     smallest = len(codec.compress(rgb, q=0.0, model=tiny_model))
@@ -285,6 +305,7 @@ def test_file_payload_is_within_half_a_percent_of_the_estimated_bits(q):
         ({"q": None, "target_psnr": -3}, "target PSNR must be positive"),
         ({"max_pixels": "many"}, "max_pixels must be a number"),
         ({"strip": "yes"}, "strip must be True or False"),
+        ({"progress": "tty"}, "progress must be a function"),
     ],
 )
 def test_bad_encode_arguments_are_parameter_errors(tiny_model, arguments, message):
@@ -305,6 +326,7 @@ def test_bad_encode_arguments_are_parameter_errors(tiny_model, arguments, messag
         ({"data": 3.5}, "expected .crdr or .bin data"),
         ({"format": "png"}, "format must be one of"),
         ({"max_pixels": 0}, "max_pixels must be positive"),
+        ({"progress": 3}, "progress must be a function"),
     ],
 )
 def test_bad_decompress_arguments_are_parameter_errors(tiny_model, arguments, message):

@@ -9,7 +9,8 @@ refused even with ``--force``; two inputs mapping to one output are refused with
 an existing output needs ``--force`` (or is skipped with ``--skip-existing``, so a rerun
 resumes); an output directory that does not exist or cannot be written is reported under the
 user's path. Directory inputs are mirrored under ``--out-dir``. Outputs are written atomically.
-``-`` is stdin as an input and stdout as ``-o``; messages then go to stderr only.
+``-`` is stdin as an input and stdout as ``-o``; messages then go to stderr only. Coding one image
+of several tiles shows ``file: tile k/n`` on stderr when it is a terminal (:func:`_tile_progress`).
 """
 
 from __future__ import annotations
@@ -278,6 +279,36 @@ def _writing(target: Path) -> Iterator[None]:
         raise CrdrError(f"cannot write {target}: {error.strerror or error}") from None
 
 
+@contextlib.contextmanager
+def _tile_progress(job: Job, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """The codec's progress callback: ``\\r<file>: tile k/n`` on stderr while one image is coded.
+
+    Only on a terminal (never in a pipe or a log), only for images of several tiles, and not in
+    directory runs (their bar counts files). The line is erased when the work ends or fails, so
+    the report or the error that follows starts on a clean line.
+    """
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    shown = 0  # characters on the line
+
+    def report(done: int, total: int) -> None:
+        nonlocal shown
+        if total < 2:
+            return
+        text = f"{job.label}: tile {done}/{total}"
+        sys.stderr.write("\r" + text.ljust(shown))
+        sys.stderr.flush()
+        shown = max(shown, len(text))
+
+    try:
+        yield report
+    finally:
+        if shown:
+            sys.stderr.write("\r" + " " * shown + "\r")
+            sys.stderr.flush()
+
+
 def _status(job: Job, line: str) -> None:
     """The one-file report: stdout, unless stdout carries the output."""
     print(line, file=sys.stderr if job.target is None else sys.stdout)
@@ -314,11 +345,12 @@ def run_compress(args: argparse.Namespace) -> int:
             width, height = image_io.load_image(source).rgb.shape[1::-1]
             result_q, notes = q, []
         else:
-            result = codec.encode(
-                source, q=args.q, target_bpp=args.target_bpp, target_size=args.target_size,
-                target_psnr=args.target_psnr, model=model, tile_size=args.tile_size,
-                max_pixels=args.max_pixels, strip=args.strip,
-            )
+            with _tile_progress(job, len(jobs) == 1) as progress:
+                result = codec.encode(
+                    source, q=args.q, target_bpp=args.target_bpp, target_size=args.target_size,
+                    target_psnr=args.target_psnr, model=model, tile_size=args.tile_size,
+                    max_pixels=args.max_pixels, strip=args.strip, progress=progress,
+                )
             data, width, height, result_q, notes = result.data, result.width, result.height, result.q, result.notes
         _write(job.target, data, force=args.force)
         totals[0] += 8 * len(data)
@@ -350,9 +382,11 @@ def run_decompress(args: argparse.Namespace) -> int:
     started = time.perf_counter()
 
     def work(job: Job) -> None:
-        image = codec.decompress(
-            _read(job.source), beta=args.beta, model=model, max_pixels=args.max_pixels, format=args.format
-        )
+        data = _read(job.source)
+        with _tile_progress(job, len(jobs) == 1) as progress:
+            image = codec.decompress(
+                data, beta=args.beta, model=model, max_pixels=args.max_pixels, format=args.format, progress=progress
+            )
         notes = _save_image(job.target, image, force=args.force)
         for note in notes:
             print(f"crdr: note: {job.label}: {note}", file=sys.stderr)

@@ -11,7 +11,9 @@ indexes that drive the rANS coder therefore never depend on the caller's thread 
 file decodes to the same pixels with 1 or N threads. The analysis transform, whose output is only
 rounded on the encoder side, uses all threads.
 
-Large images are coded in independent tiles (see ``docs/format.md``) so memory stays bounded.
+Large images are coded in independent tiles (see ``docs/format.md``) so memory stays bounded;
+the decoder holds one tile's latents at a time. The coding functions take a ``progress(done,
+total)`` callback, called after each tile (the CLI's ``file: tile k/n`` line).
 
 Hostile files: the decoder's work is bounded by the file. The parser caps one piece at
 ``bitstream.MAX_TILE_PIXELS`` and the image at ``max_pixels``; before any entropy decoding,
@@ -30,7 +32,7 @@ import math
 import numbers
 import os
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -127,6 +129,16 @@ def _flag(name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise ParameterError(f"{name} must be True or False, got {value!r}")
     return bool(value)
+
+
+Progress = Callable[[int, int], None]
+
+
+def _progress(progress) -> Progress | None:
+    """A progress callback, called as ``progress(done, total)`` after each tile, or None."""
+    if progress is not None and not callable(progress):
+        raise ParameterError(f"progress must be a function of (done, total) or None, got {progress!r}")
+    return progress
 
 
 def _beta(model: CRDR, beta) -> float:
@@ -295,22 +307,33 @@ def _tile_size_for(width: int, height: int, tile_size: int | None) -> int:
 
 
 def encode_at(
-    source: image_io.SourceImage, q: float, model: CRDR, tile_size: int | None = None
+    source: image_io.SourceImage,
+    q: float,
+    model: CRDR,
+    tile_size: int | None = None,
+    progress: Progress | None = None,
 ) -> bytes:
-    """Encode a loaded image at quality ``q`` into ``.crdr`` bytes (with its ICC/EXIF, if any)."""
+    """Encode a loaded image at quality ``q`` into ``.crdr`` bytes (with its ICC/EXIF, if any).
+
+    ``progress(done, total)`` is called after each tile is coded.
+    """
     q = _number("q", q)
+    progress = _progress(progress)
     model.quality(q)  # range check before any work
     height, width = source.rgb.shape[:2]
     tile = _tile_size_for(width, height, tile_size)
     has_metadata = source.icc_profile is not None or source.exif is not None
     version = bitstream.version_for(has_metadata)
     tiles = []
+    grid = bitstream.tile_grid(width, height, tile)
     with _memory_guard(f"encode a {width}x{height} image (try a smaller tile size)"):
-        for left, top, w, h in bitstream.tile_grid(width, height, tile):
+        for done, (left, top, w, h) in enumerate(grid, 1):
             z_string, y_string, _ = _encode_tile(
                 model, source.rgb[top : top + h, left : left + w], q, SCALE_RULES[version]
             )
             tiles.append((z_string, y_string))
+            if progress is not None:
+                progress(done, len(grid))
         alpha = None if source.alpha is None else image_io.encode_alpha(source.alpha)
     header = Header(
         width=width, height=height, q=q, model_id=model.model_id, colour=source.colour,
@@ -356,6 +379,7 @@ def encode(
     tile_size: int | None = None,
     max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
     strip: bool = False,
+    progress: Progress | None = None,
 ) -> EncodeResult:
     """Compress ``image`` at ``q`` or to a target.
 
@@ -363,7 +387,9 @@ def encode(
     RGB or (H, W, 4) RGBA, uint8 or float in [0, 1] (see :func:`crdr.image_io.image_from_array`).
     Exactly one of ``q``, ``target_bpp``, ``target_size`` (bytes) and ``target_psnr`` (dB at
     beta = 0) may be given; none means ``q = 2`` (the middle of the range). The ICC profile and
-    EXIF of the input are kept unless ``strip``. Bad arguments raise :class:`ParameterError`.
+    EXIF of the input are kept unless ``strip``. ``progress(done, total)`` is called after each
+    tile is coded (a target search codes the image several times: the count starts again for
+    each try). Bad arguments raise :class:`ParameterError`.
     """
     chosen = [v is not None for v in (q, target_bpp, target_size, target_psnr)]
     if sum(chosen) > 1:
@@ -374,6 +400,7 @@ def encode(
     target_psnr = None if target_psnr is None else _positive("target PSNR", target_psnr)
     max_pixels = _count("max_pixels", max_pixels)
     strip = _flag("strip", strip)
+    progress = _progress(progress)
     codec_model = get_model(model)
     if q is not None:
         codec_model.quality(q)  # range check before reading the image
@@ -385,18 +412,19 @@ def encode(
         target_size = int(target_bpp * width * height / 8)
         label = f"{target_bpp:g} bpp ({target_size} bytes for {width}x{height})"
     if target_size is not None:
-        result = _search_size(source, target_size, codec_model, tile_size, label)
+        result = _search_size(source, target_size, codec_model, tile_size, label, progress)
     elif target_psnr is not None:
-        result = _search_psnr(source, target_psnr, codec_model, tile_size)
+        result = _search_psnr(source, target_psnr, codec_model, tile_size, progress)
     else:
         q = 2.0 if q is None else q
-        result = EncodeResult(encode_at(source, q, codec_model, tile_size), q, width, height)
+        result = EncodeResult(encode_at(source, q, codec_model, tile_size, progress), q, width, height)
     result.notes[:0] = list(source.notes)
     return result
 
 
 def _search_size(
-    source, target: int, model: CRDR, tile_size: int | None, label: str | None = None
+    source, target: int, model: CRDR, tile_size: int | None, label: str | None = None,
+    progress: Progress | None = None,
 ) -> EncodeResult:
     """Largest ``q`` whose file fits in ``target`` bytes: bisection on real encoded sizes.
 
@@ -406,14 +434,14 @@ def _search_size(
     """
     height, width = source.rgb.shape[:2]
     low, high = 0.0, model.max_q
-    smallest = encode_at(source, low, model, tile_size)
+    smallest = encode_at(source, low, model, tile_size, progress)
     if len(smallest) > target:
         raise ParameterError(
             f"target of {label or f'{target} bytes'} is below the smallest file this model makes for this image: "
             f"{len(smallest)} bytes ({len(smallest) * 8 / (width * height):.4f} bpp at q=0)"
         )
     best = EncodeResult(smallest, low, width, height)
-    largest = encode_at(source, high, model, tile_size)
+    largest = encode_at(source, high, model, tile_size, progress)
     if len(largest) <= target:
         result = EncodeResult(largest, high, width, height)
         result.notes.append(
@@ -424,7 +452,7 @@ def _search_size(
         if len(best.data) >= (1 - SIZE_TOLERANCE) * target:
             break
         middle = (low + high) / 2
-        data = encode_at(source, middle, model, tile_size)
+        data = encode_at(source, middle, model, tile_size, progress)
         if len(data) <= target:
             low, best = middle, EncodeResult(data, middle, width, height)
         else:
@@ -437,12 +465,14 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def _search_psnr(source, target: float, model: CRDR, tile_size: int | None) -> EncodeResult:
+def _search_psnr(
+    source, target: float, model: CRDR, tile_size: int | None, progress: Progress | None = None
+) -> EncodeResult:
     """Smallest ``q`` whose reconstruction at beta = 0 reaches ``target`` dB (bisection)."""
     height, width = source.rgb.shape[:2]
 
     def quality_of(q: float) -> tuple[bytes, float]:
-        data = encode_at(source, q, model, tile_size)
+        data = encode_at(source, q, model, tile_size, progress)
         decoded = decode_container(bitstream.unpack(data), model, 0.0)
         return data, _psnr(decoded.rgb, source.rgb)
 
@@ -501,12 +531,10 @@ def _z_size(width: int, height: int) -> tuple[int, int]:
     return -(-height // STRIDE), -(-width // STRIDE)
 
 
-def decode_latents(container: Container, model: CRDR) -> DecodedLatents:
-    """Entropy-decode every tile of a parsed ``.crdr`` container.
-
-    Checks first, in order: the model id, ``q`` against the model's range, and every string
-    against :func:`check_payloads`, so a hostile file fails before any decoding.
-    """
+def _decodable_pieces(container: Container, model: CRDR) -> list[tuple[tuple[int, int, int, int], bytes, bytes]]:
+    """``((left, top, w, h), z_string, y_string)`` per tile, after the checks that come before
+    any decoding, in order: the model id, ``q`` against the model's range, and every string
+    against :func:`check_payloads`, so a hostile file fails before any work."""
     header = container.header
     if header.model_id != model.model_id:
         raise ModelMismatchError(
@@ -514,41 +542,93 @@ def decode_latents(container: Container, model: CRDR) -> DecodedLatents:
             f"{model.model_id.hex()} (pass the right --model)"
         )
     model.quality(header.q)
-    rule = SCALE_RULES[header.version]
     pieces = [(box, z, y) for box, (z, y) in zip(header.tiles(), container.tile_strings())]
     check_payloads(pieces, model)
+    return pieces
+
+
+@contextlib.contextmanager
+def _decoding(width: int, height: int) -> Iterator[None]:
+    """The decoder's setting: no autograd, one thread (see the module docstring), and a failed
+    allocation reported as a :class:`ResourceError`."""
+    with _memory_guard(f"decode a {width}x{height} image"), torch.no_grad(), single_thread():
+        yield
+
+
+def _entropy_decode(model: CRDR, header: Header, box: tuple[int, int, int, int], z_string: bytes, y_string: bytes):
+    """ŷ of one tile: (1, Y, h / 16, w / 16), rounded up."""
+    _, _, w, h = box
+    return model.decompress_latents(z_string, y_string, _z_size(w, h), SCALE_RULES[header.version])
+
+
+def _paint(rgb: np.ndarray, model: CRDR, q: float, box: tuple[int, int, int, int], y_hat, beta: float) -> None:
+    """Synthesise one tile at realism ``beta`` into its place in ``rgb`` (H, W, 3) uint8."""
+    left, top, w, h = box
+    x_hat = torch.clamp(model.synthesis(y_hat, q, beta), -1, 1)
+    rgb[top : top + h, left : left + w] = image_io.from_model_output(x_hat[:, :, :h, :w])
+
+
+def _alpha(container: Container) -> np.ndarray | None:
+    header = container.header
+    return image_io.decode_alpha(container.alpha, header.width, header.height) if header.has_alpha else None
+
+
+def decode_latents(container: Container, model: CRDR, progress: Progress | None = None) -> DecodedLatents:
+    """Entropy-decode every tile of a parsed ``.crdr`` container (checks first, see
+    :func:`_decodable_pieces`); ``progress(done, total)`` is called after each tile."""
+    progress = _progress(progress)
+    header = container.header
+    pieces = _decodable_pieces(container, model)
     tiles = []
-    with _memory_guard(f"decode a {header.width}x{header.height} image"):
-        with torch.no_grad(), single_thread():
-            for (left, top, w, h), z_string, y_string in pieces:
-                y_hat = model.decompress_latents(z_string, y_string, _z_size(w, h), rule)
-                tiles.append(((left, top, w, h), y_hat))
-        alpha = None
-        if header.has_alpha:
-            alpha = image_io.decode_alpha(container.alpha, header.width, header.height)
+    with _decoding(header.width, header.height):
+        for done, (box, z_string, y_string) in enumerate(pieces, 1):
+            tiles.append((box, _entropy_decode(model, header, box, z_string, y_string)))
+            if progress is not None:
+                progress(done, len(pieces))
+        alpha = _alpha(container)
     return DecodedLatents(header, tiles, alpha, container.icc_profile, container.exif)
 
 
-def _synthesize(latents: DecodedLatents, model: CRDR, beta: float) -> DecodedImage:
+def _synthesize(latents: DecodedLatents, model: CRDR, beta: float, progress: Progress | None = None) -> DecodedImage:
     header = latents.header
-    with _memory_guard(f"decode a {header.width}x{header.height} image"):
+    with _decoding(header.width, header.height):
         rgb = np.empty((header.height, header.width, 3), dtype=np.uint8)
-        with torch.no_grad(), single_thread():
-            for (left, top, w, h), y_hat in latents.tiles:
-                x_hat = torch.clamp(model.synthesis(y_hat, header.q, beta), -1, 1)
-                rgb[top : top + h, left : left + w] = image_io.from_model_output(x_hat[:, :, :h, :w])
+        for done, (box, y_hat) in enumerate(latents.tiles, 1):
+            _paint(rgb, model, header.q, box, y_hat, beta)
+            if progress is not None:
+                progress(done, len(latents.tiles))
     return DecodedImage(rgb, latents.alpha, header.colour, latents.icc_profile, latents.exif)
 
 
-def synthesize(latents: DecodedLatents, model: CRDR, beta: float) -> DecodedImage:
-    """Run the synthesis transform on every tile at realism ``beta`` and join the tiles."""
-    return _synthesize(latents, model, _beta(model, beta))
+def synthesize(
+    latents: DecodedLatents, model: CRDR, beta: float, progress: Progress | None = None
+) -> DecodedImage:
+    """Run the synthesis transform on every tile at realism ``beta`` and join the tiles;
+    ``progress(done, total)`` is called after each tile."""
+    return _synthesize(latents, model, _beta(model, beta), _progress(progress))
 
 
-def decode_container(container: Container, model: CRDR, beta: float) -> DecodedImage:
-    """Reconstruct a parsed ``.crdr`` container at realism ``beta``."""
+def decode_container(
+    container: Container, model: CRDR, beta: float, progress: Progress | None = None
+) -> DecodedImage:
+    """Reconstruct a parsed ``.crdr`` container at realism ``beta``.
+
+    The steps of :func:`decode_latents` then :func:`synthesize`, tile by tile: one tile's ŷ is
+    held at a time, and ``progress(done, total)`` is called after each tile is entropy-decoded
+    and synthesised.
+    """
     beta = _beta(model, beta)
-    return _synthesize(decode_latents(container, model), model, beta)
+    progress = _progress(progress)
+    header = container.header
+    pieces = _decodable_pieces(container, model)
+    with _decoding(header.width, header.height):
+        rgb = np.empty((header.height, header.width, 3), dtype=np.uint8)
+        for done, (box, z_string, y_string) in enumerate(pieces, 1):
+            _paint(rgb, model, header.q, box, _entropy_decode(model, header, box, z_string, y_string), beta)
+            if progress is not None:
+                progress(done, len(pieces))
+        alpha = _alpha(container)
+    return DecodedImage(rgb, alpha, header.colour, container.icc_profile, container.exif)
 
 
 def compress(
@@ -562,11 +642,12 @@ def compress(
     tile_size=None,
     max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
     strip: bool = False,
+    progress: Progress | None = None,
 ) -> bytes:
     """Python API: image → ``.crdr`` bytes (see :func:`encode` for the arguments)."""
     return encode(
         image, q=q, target_bpp=target_bpp, target_size=target_size, target_psnr=target_psnr,
-        model=model, tile_size=tile_size, max_pixels=max_pixels, strip=strip,
+        model=model, tile_size=tile_size, max_pixels=max_pixels, strip=strip, progress=progress,
     ).data
 
 
@@ -577,21 +658,25 @@ def decompress(
     model=None,
     max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
     format: str = "auto",
+    progress: Progress | None = None,
 ) -> Image.Image:
     """Python API: ``.crdr`` or the authors' ``.bin`` (bytes, or a path) → PIL image at ``beta``.
 
     ``format``: ``"auto"`` (a ``.crdr`` magic, or the start of a ``.bin``; anything else is
     refused saying what it is), ``"crdr"`` or ``"official"``. The ICC profile and EXIF of the
     source, when the file has them, are in the image's ``info`` (a PNG saved from it keeps them).
+    ``progress(done, total)`` is called after each tile is decoded (see :func:`decode_container`).
     """
     beta = _number("beta", beta)
     max_pixels = _count("max_pixels", max_pixels)
+    progress = _progress(progress)
     data = _read_input(data)
     # The file is parsed before the model is loaded: a hostile header costs no weights.
     if bitstream.identify(data, format) == "crdr":
         container = bitstream.unpack(data, max_pixels=max_pixels)
-        return decode_container(container, get_model(model), beta).to_pil()
-    return _decode_official(bitstream.unpack_official(data, max_pixels=max_pixels), beta, get_model(model))
+        return decode_container(container, get_model(model), beta, progress).to_pil()
+    official = bitstream.unpack_official(data, max_pixels=max_pixels)
+    return _decode_official(official, beta, get_model(model), progress)
 
 
 # -- the authors' raw .bin format -----------------------------------------------------------------
@@ -635,22 +720,22 @@ def decompress_official(
     return _decode_official(official, beta, get_model(model))
 
 
-def _decode_official(official: bitstream.OfficialFile, beta: float, model: CRDR) -> Image.Image:
+def _decode_official(
+    official: bitstream.OfficialFile, beta: float, model: CRDR, progress: Progress | None = None
+) -> Image.Image:
     model.quality(official.q)
     beta = _beta(model, beta)
     box = (0, 0, official.width, official.height)
     check_payloads([(box, official.z_string, official.y_string)], model)
-    with _memory_guard(f"decode a {official.width}x{official.height} image"):
-        with torch.no_grad(), single_thread():
-            y_hat = model.decompress_latents(
-                official.z_string, official.y_string, _z_size(official.width, official.height),
-                ScaleRule.NEXT_LARGER,
-            )
+    with _decoding(official.width, official.height):
+        y_hat = model.decompress_latents(
+            official.z_string, official.y_string, _z_size(official.width, official.height), ScaleRule.NEXT_LARGER
+        )
     header = Header(
         width=official.width, height=official.height, q=official.q, model_id=model.model_id,
         colour=Colour.RGB, has_alpha=False, tile_size=0,
     )
-    rgb = _synthesize(DecodedLatents(header, [(box, y_hat)], None), model, beta).rgb
+    rgb = _synthesize(DecodedLatents(header, [(box, y_hat)], None), model, beta, progress).rgb
     return Image.fromarray(rgb, "RGB")
 
 
