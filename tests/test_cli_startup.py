@@ -1,4 +1,5 @@
-"""Start-up: ``import crdr``, the CLI's help, --version, ``info`` and argument errors load no torch.
+"""Start-up: ``import crdr``, the CLI's help, --version, ``info`` and argument errors (``serve``'s
+included) load no torch.
 
 Each check runs in a fresh interpreter (this test process has torch loaded already) and lists the
 heavy modules it finds in ``sys.modules`` afterwards. Timings live in benchmarks/startup.py.
@@ -77,6 +78,10 @@ def coded_file(tmp_path_factory) -> Path:
         ["nope"],
         [],
         ["train", "--help"],
+        ["serve", "--help"],
+        ["serve", "--port", "x"],
+        ["serve", "--port", "70000"],
+        ["serve", "--port", "0", "--max-pixels", "0"],
     ],
 )
 def test_help_version_info_and_argument_errors_load_no_torch(argv, coded_file):

@@ -8,9 +8,11 @@ import argparse
 import io
 import json
 import socket
+import struct
 import threading
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +242,26 @@ def test_upload_over_the_pixel_limit_is_refused_before_decoding(client):
     Image.new("RGB", (200, 200)).save(big, "PNG")  # 40 000 pixels > 160 x 160, a few hundred bytes
     response = client.post("/api/images/upload", content=big.getvalue())
     assert response.status_code == 413 and "pixels" in response.json()["detail"]
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header says ``width`` x ``height`` (IHDR rewritten, its CRC fixed)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])  # IHDR data: bytes 16..28
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+def test_an_upload_above_pillows_own_limit_is_refused_with_its_declared_size(client):
+    response = client.post("/api/images/upload", content=_png_declaring(100_000, 100_000))
+    detail = response.json()["detail"]
+    assert response.status_code == 413
+    assert detail == (
+        f"the image has 100000x100000 = 10000000000 pixels, above this server's limit of {MAX_PIXELS}"
+    )
 
 
 def test_path_like_names_never_reach_the_file_system(client):

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from PIL import Image
 
-from crdr import cli, data, evaluate, suffixes
+from crdr import cli, data, evaluate, serve, suffixes
 from crdr.image_io import save_image_atomic
 
 
 def test_every_module_listing_images_imports_the_one_list():
-    assert cli.IMAGE_SUFFIXES is evaluate.IMAGE_SUFFIXES is suffixes.IMAGE_SUFFIXES
+    assert cli.IMAGE_SUFFIXES is evaluate.IMAGE_SUFFIXES is serve.IMAGE_SUFFIXES is suffixes.IMAGE_SUFFIXES
     assert cli.CODED_SUFFIXES is suffixes.CODED_SUFFIXES
     assert data.TRAINING_SUFFIXES is suffixes.TRAINING_SUFFIXES <= suffixes.IMAGE_SUFFIXES
 

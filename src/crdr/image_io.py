@@ -112,6 +112,22 @@ def load_image(
             return _attempt(read, max_pixels)
 
 
+def declared_size(source: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[int, int]:
+    """``(width, height)`` as an image file's header declares it; no pixel is decoded.
+
+    Pillow's decompression-bomb guard is lifted for the look (under the lock of
+    :func:`load_image`): a header costs nothing to read, and the caller compares the real size
+    with its own limit. Anything that is not an image Pillow can open raises ImageError.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        stream, label = io.BytesIO(bytes(source)), "input data"
+    else:
+        stream = label = os.fsdecode(source)
+    with _pillow_guard_lifted():
+        with _open_lazily(stream, label) as image:
+            return image.size
+
+
 def _attempt(read: Callable[[], SourceImage], max_pixels: int) -> SourceImage:
     try:
         return read()

@@ -30,13 +30,16 @@ Where the weights come from::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import math
 import os
 import sys
+import threading
 import types
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence
@@ -53,6 +56,7 @@ __all__ = [
     "ms_ssim",
     "MS_SSIM_MIN_SIDE",
     "StLpips",
+    "CachedFeatures",
     "Lpips",
     "Dists",
     "perceptual_metric",
@@ -330,6 +334,39 @@ class StLpips(_PerceptualMetric):
 
     def _distance(self, network: torch.nn.Module, real: np.ndarray, fake: np.ndarray) -> torch.Tensor:
         return network(_to_nchw(fake, -1.0, 1.0), _to_nchw(real, -1.0, 1.0))
+
+
+class CachedFeatures(torch.nn.Module):
+    """A feature network that keeps its outputs for the last few distinct inputs.
+
+    For a caller that compares many images with one reference (``crdr serve``: every ST-LPIPS on
+    its page compares something with the same original). Wrapped around the ST-LPIPS backbone
+    (``LPIPS.net``, which ``LPIPS.forward`` runs once per input) it computes the reference's
+    features once instead of once per comparison: about half the cost of each later
+    measurement. Outputs are looked up by shape and a hash of the input's bytes, so a hit is
+    exactly the same computation (tests/test_serve_api.py compares with the plain metric).
+    """
+
+    def __init__(self, backbone: torch.nn.Module, capacity: int = 4) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.capacity = capacity
+        self._outputs: OrderedDict[tuple, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def forward(self, x: torch.Tensor):
+        data = x.detach().cpu().contiguous().numpy()
+        key = (tuple(x.shape), str(x.dtype), hashlib.blake2b(data.tobytes(), digest_size=16).digest())
+        with self._lock:
+            if key in self._outputs:
+                self._outputs.move_to_end(key)
+                return self._outputs[key]
+        outputs = self.backbone(x)
+        with self._lock:
+            self._outputs[key] = outputs
+            while len(self._outputs) > self.capacity:
+                self._outputs.popitem(last=False)
+        return outputs
 
 
 class Lpips(_PerceptualMetric):

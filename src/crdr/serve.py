@@ -49,20 +49,27 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Hashable, Iterator
+from typing import TYPE_CHECKING, Callable, Hashable, Iterator
 from urllib.parse import quote, unquote
 
-import numpy as np
-import torch
-from PIL import Image
-
-from crdr import baselines, bitstream, codec, image_io, metrics
+from crdr import bitstream
 from crdr.errors import CrdrError, ParameterError
+from crdr.suffixes import IMAGE_SUFFIXES
+
+# torch, numpy, Pillow and the codec are imported where they are used, so that `crdr serve
+# --help` and its argument errors start without them (tests/test_cli_startup.py). Annotations
+# naming them are strings: this module cannot use `from __future__ import annotations` (see
+# create_app).
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from crdr import baselines, image_io, metrics
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SAMPLES_DIR = PACKAGE_DIR / "samples"
 STATIC_DIR = PACKAGE_DIR / "static"
-SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 BASELINE_CODECS = ("jpeg-420", "webp", "avif")
 DEFAULT_MAX_UPLOAD_BYTES = 16 * 2**20
@@ -143,38 +150,6 @@ class ComputeOnce:
         return value, False
 
 
-class CachedFeatures(torch.nn.Module):
-    """A feature network that keeps its outputs for the last few distinct inputs.
-
-    Every ST-LPIPS on the page compares something with the same original image, so wrapped around
-    the ST-LPIPS backbone (``LPIPS.net``, which ``LPIPS.forward`` runs once per input) it computes
-    the original's features once per image instead of once per comparison: about half the cost
-    of each later measurement. Outputs are looked up by shape and a hash of the input's bytes, so
-    a hit is exactly the same computation; a test compares with the plain metric.
-    """
-
-    def __init__(self, backbone: torch.nn.Module, capacity: int = 4) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.capacity = capacity
-        self._outputs: OrderedDict[tuple, object] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def forward(self, x: torch.Tensor):
-        data = x.detach().cpu().contiguous().numpy()
-        key = (tuple(x.shape), str(x.dtype), hashlib.blake2b(data.tobytes(), digest_size=16).digest())
-        with self._lock:
-            if key in self._outputs:
-                self._outputs.move_to_end(key)
-                return self._outputs[key]
-        outputs = self.backbone(x)
-        with self._lock:
-            self._outputs[key] = outputs
-            while len(self._outputs) > self.capacity:
-                self._outputs.popitem(last=False)
-        return outputs
-
-
 # -- what the caches hold --------------------------------------------------------------------------
 
 
@@ -184,7 +159,7 @@ class LoadedImage:
 
     id: str
     name: str
-    source: image_io.SourceImage
+    source: "image_io.SourceImage"
     original_png: bytes
     encodes: int = 0  # bitstreams made for this image: one per q, never per beta
     entropy_decodes: int = 0  # one per q as well
@@ -214,8 +189,8 @@ class Latents:
     """ŷ of each tile of one bitstream, ``((left, top, width, height), y_hat (1, Y, h, w))``."""
 
     header: bitstream.Header
-    tiles: tuple[tuple[tuple[int, int, int, int], torch.Tensor], ...]
-    alpha: np.ndarray | None
+    tiles: "tuple[tuple[tuple[int, int, int, int], torch.Tensor], ...]"
+    alpha: "np.ndarray | None"
     seconds: float
 
 
@@ -250,7 +225,7 @@ def _number(value: float) -> str:
     return format(value, "g")
 
 
-def _png(image: Image.Image) -> bytes:
+def _png(image: "Image.Image") -> bytes:
     # Level 1: about 5x faster than Pillow's default for 1 % larger files; the page waits on it.
     buffer = io.BytesIO()
     image.save(buffer, "PNG", compress_level=1)
@@ -280,6 +255,8 @@ class Workbench:
     ) -> None:
         if max_upload_bytes < 1 or max_pixels < 1:
             raise ParameterError("upload limits must be positive")
+        from crdr import baselines, codec, metrics
+
         self.model = codec.get_model(model)
         self.model_name = model_name
         self.max_upload_bytes = max_upload_bytes
@@ -295,7 +272,7 @@ class Workbench:
         self._baseline_encodes = ComputeOnce(24)
         self._codec_lock = threading.Lock()
         self._metric_lock = threading.Lock()
-        self._metric: metrics.StLpips | None = None
+        self._metric: "metrics.StLpips | None" = None
         self._metric_reason = metrics.StLpips.unavailable_reason()
 
     # -- samples and uploads
@@ -303,11 +280,13 @@ class Workbench:
     @staticmethod
     def _read_samples(directory: Path) -> dict[str, tuple[bytes, bytes]]:
         """Sample name → (file bytes, JPEG thumbnail), read once: later lookups are by name only."""
+        from PIL import Image
+
         samples: dict[str, tuple[bytes, bytes]] = {}
         if not directory.is_dir():
             return samples
         for path in sorted(directory.iterdir()):
-            if path.suffix.lower() not in SAMPLE_SUFFIXES or not path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
                 continue
             data = path.read_bytes()
             with Image.open(io.BytesIO(data)) as image:
@@ -346,6 +325,10 @@ class Workbench:
     def _add(self, data: bytes, name: str, trusted: bool = False) -> dict:
         image_id = hashlib.sha256(data).hexdigest()[:16]
 
+        from PIL import Image
+
+        from crdr import image_io
+
         def load() -> LoadedImage:
             if not trusted:
                 self._check_pixels(data)
@@ -360,13 +343,12 @@ class Workbench:
         return image.summary()
 
     def _check_pixels(self, data: bytes) -> None:
-        """Refuse by the header's size before any pixel is decoded (413), or a non-image (415)."""
+        """Refuse by the size the header declares, before any pixel is decoded (413), or a non-image (415)."""
+        from crdr import image_io
+
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-        except Image.DecompressionBombError:
-            width, height = self.max_pixels + 1, 1
-        except Exception:  # Pillow raises many types for data that is not an image
+            width, height = image_io.declared_size(data)
+        except Exception:  # an ImageError, or any of the many types Pillow raises for data that is not an image
             raise RequestError(
                 415, "the upload is not an image: send a PNG, JPEG, WebP, AVIF, TIFF, BMP or GIF file"
             ) from None
@@ -401,6 +383,8 @@ class Workbench:
 
     def bitstream(self, image_id: str, q: float) -> tuple[Bitstream, bool]:
         image, q = self.image(image_id), self._q(q)
+
+        from crdr import codec
 
         def encode() -> Bitstream:
             started = time.perf_counter()
@@ -467,6 +451,8 @@ class Workbench:
         image = self.image(image_id)
         stream, _ = self.bitstream(image_id, q)
 
+        from crdr import codec
+
         def entropy_decode() -> Latents:
             started = time.perf_counter()
             container = bitstream.unpack(stream.data)
@@ -483,6 +469,8 @@ class Workbench:
         """The reconstruction at ``beta``: the synthesis transform on the cached ŷ."""
         image, beta = self.image(image_id), self._beta(beta)
         stream, _ = self.bitstream(image_id, q)
+
+        from crdr import codec, metrics
 
         def decode() -> Decoded:
             started = time.perf_counter()
@@ -522,7 +510,11 @@ class Workbench:
 
     # -- ST-LPIPS
 
-    def _st_lpips_metric(self) -> metrics.StLpips | None:
+    def _st_lpips_metric(self) -> "metrics.StLpips | None":
+        import torch
+
+        from crdr import metrics
+
         if self._metric_reason:
             return None
         with self._metric_lock:  # the network is built on first use; build it once
@@ -534,11 +526,11 @@ class Workbench:
                     self._metric_reason = str(error)
                     return None
                 if isinstance(getattr(network, "net", None), torch.nn.Module):
-                    network.net = CachedFeatures(network.net)
+                    network.net = metrics.CachedFeatures(network.net)
                 self._metric = metric
         return self._metric
 
-    def _measure_st_lpips(self, original: np.ndarray, reconstruction: np.ndarray) -> float | None:
+    def _measure_st_lpips(self, original: "np.ndarray", reconstruction: "np.ndarray") -> float | None:
         metric = self._st_lpips_metric()
         return None if metric is None else metric(original, reconstruction)
 
@@ -548,6 +540,11 @@ class Workbench:
         Its own request, apart from decode and baseline: it is the slowest number on the page,
         and the image and the other numbers should not wait for it.
         """
+        import numpy as np
+        from PIL import Image
+
+        from crdr import baselines
+
         image = self.image(image_id)
         if codec_name is not None:
             result, stream, _ = self.baseline_file(image_id, q, codec_name)
@@ -555,14 +552,14 @@ class Workbench:
                 raise RequestError(404, result.message)
             key: tuple = (image_id, codec_name, result.budget)
 
-            def reconstruction() -> np.ndarray:
+            def reconstruction() -> "np.ndarray":
                 return baselines.get_codec(codec_name).decode(result.data)
         elif beta is not None:
             decoded, stream, _ = self.decoded(image_id, q, beta)
             beta = self._beta(beta)
             key = (image_id, stream.q, beta)
 
-            def reconstruction() -> np.ndarray:
+            def reconstruction() -> "np.ndarray":
                 with Image.open(io.BytesIO(decoded.png)) as png:
                     return np.asarray(png.convert("RGB"))
         else:
@@ -580,16 +577,18 @@ class Workbench:
 
     # -- baselines
 
-    def _memo_codec(self, image_id: str, name: str) -> baselines.Codec:
+    def _memo_codec(self, image_id: str, name: str) -> "baselines.Codec":
         """The codec with its encoder memoised per quality for this image.
 
         :func:`baselines.encode_to_size` bisects over qualities and always starts at the ends
         and the middle, so searches for neighbouring budgets (slider steps) share most encodes.
         """
+        from crdr import baselines
+
         base = baselines.get_codec(name)
         files, _ = self._baseline_encodes.get((image_id, name), dict)
 
-        def encoder(rgb: np.ndarray, quality: int) -> bytes:
+        def encoder(rgb: "np.ndarray", quality: int) -> bytes:
             if quality not in files:
                 files[quality] = base.encoder(rgb, quality)
             return files[quality]
@@ -599,6 +598,8 @@ class Workbench:
     def baseline_file(self, image_id: str, q: float, name: str) -> tuple[BaselineFile, Bitstream, bool]:
         if name not in self.codecs:
             raise RequestError(404, f"unknown codec {name!r}; this server compares with {', '.join(self.codecs)}")
+        from crdr import baselines, metrics
+
         image = self.image(image_id)
         stream, _ = self.bitstream(image_id, q)
         budget = len(stream.data)
@@ -621,6 +622,8 @@ class Workbench:
         return value, stream, cached
 
     def baseline(self, image_id: str, q: float, name: str) -> dict:
+        from crdr import baselines
+
         result, stream, cached = self.baseline_file(image_id, q, name)
         height, width = self.image(image_id).source.rgb.shape[:2]
         facts = {
@@ -639,6 +642,8 @@ class Workbench:
         }
 
     def config(self) -> dict:
+        from crdr import baselines
+
         return {
             "model": {
                 "name": self.model_name, "id": self.model.model_id.hex(), "max_q": self.model.max_q,
@@ -685,6 +690,8 @@ def create_app(workbench: Workbench, *, allowed_hosts: tuple[str, ...] | None = 
     from fastapi.responses import JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
     from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    from crdr import baselines
 
     static = _read_static(STATIC_DIR)
     # No /docs: FastAPI's interactive docs load scripts from a CDN, and this page promises none.
@@ -851,6 +858,8 @@ def run_serve(args: argparse.Namespace) -> int:
             args.model, model_name=args.model or "default",
             max_upload_bytes=args.max_upload_bytes, max_pixels=args.max_pixels,
         )
+        import torch
+
         # One intra-op thread per request: the page fires several requests at once (ST-LPIPS and
         # three baselines), which then share the cores; codec work runs on one thread anyway.
         torch.set_num_threads(1)
