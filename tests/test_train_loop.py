@@ -10,14 +10,9 @@ from crdr.errors import ParameterError, WeightsError
 from crdr.models.crdr import CRDR
 from crdr.train import loop
 from crdr.train.config import train_preset
-from crdr.train.loop import (
-    build_training,
-    init_from_previous,
-    is_beta_parameter,
-    is_rate_parameter,
-    trainable_parameters,
-    training_step,
-)
+from crdr.train import stages
+from crdr.train.loop import build_training, training_step
+from crdr.train.stages import init_from_previous, is_beta_parameter, is_rate_parameter, trainable_parameters
 from crdr.weights import is_constant_buffer, save_weights
 
 
@@ -59,7 +54,7 @@ def test_paper_stages_train_every_parameter():
     for stage in (1, 2, 3):
         model = CRDR(tiny(stage).model_config())
         assert set(trainable_parameters(model, stage)) == {name for name, _ in model.named_parameters()}
-        assert loop.STAGE_FROZEN[stage] == ()
+        assert stages.STAGE_FROZEN[stage] == ()
 
 
 def test_frozen_parameters_do_not_change_after_a_step():

@@ -24,7 +24,8 @@ def spawn(run_dir, *sets):
     )
 
 
-def wait_for(condition, process, timeout=60.0):
+def wait_for(condition, process, timeout=600.0):
+    # A hang guard, not a speed check: a loaded 2-core machine needs tens of seconds to start torch.
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:

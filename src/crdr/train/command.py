@@ -17,23 +17,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 from pathlib import Path
 
 from crdr.errors import CrdrError, ParameterError
+from crdr.train.rundir import command_line
 
 __all__ = ["main", "register", "run_export", "run_train"]
 
 SET_HELP = "override a config field, e.g. --set steps=1000 --set lambda_a=3.6,1.8,0.8,0.4,0.1"
-
-
-def command_line(argv: list[str] | None = None) -> str:
-    """This process's command as a shell line, with ``python -m`` entry points spelled out."""
-    argv = list(sys.argv if argv is None else argv)
-    program = Path(argv[0]).name if argv else "crdr"
-    program = {"__main__.py": "python -m crdr", "command.py": "python -m crdr.train.command"}.get(program, program)
-    return " ".join([program, *(shlex.quote(a) for a in argv[1:])])
 
 
 def _recorded(args: argparse.Namespace) -> str:
@@ -44,7 +36,8 @@ def _recorded(args: argparse.Namespace) -> str:
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``train``: resolve the config (preset + ``--set``, or the run's own), then train."""
     from crdr.train.config import RESUME_OVERRIDABLE, TrainConfig, apply_overrides, load_config, parse_overrides
-    from crdr.train.loop import read_run_record, train
+    from crdr.train.loop import train
+    from crdr.train.rundir import read_run_record
 
     overrides = list(args.set or [])
     if args.resume:

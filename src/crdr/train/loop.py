@@ -21,14 +21,9 @@ One iteration (every stage; the D step only when ``adversarial_weight > 0``, i.e
 
 Why these choices:
 
-* Distributed data parallel is done by averaging gradients explicitly (``all_reduce``) right before
-  each optimiser step instead of wrapping modules in ``DistributedDataParallel``: the discriminator
-  runs several times per iteration, the two networks train in alternation and only one of the five
-  independent discriminators is used per iteration, all of which DDP's hooks handle badly. Because
-  q and β come from a generator seeded identically on every rank, every rank uses the same
-  parameters in each iteration, so the set of parameters that have a gradient agrees across ranks
-  and Adam skips the same unused ones as in a single process. Ranks end with identical weights
-  (checked at the end of every run and written to ``summary.json``).
+* Gradients are averaged over ``torchrun`` ranks explicitly right before each optimiser step
+  (:mod:`crdr.train.distributed` says why not ``DistributedDataParallel``); ranks end with
+  identical weights, checked at the end of every run and written to ``summary.json``.
 * The D loss is computed in one pass (``D(x)`` and ``D(sg(x̂))`` once each, the opposite side
   detached inside the loss) rather than the authors' two backward passes; the gradient is the same.
 * Resume is exact on CPU: the checkpoint holds the model, the three optimisers, the schedulers, the
@@ -38,9 +33,8 @@ Why these choices:
   the same number of CPU threads). On CUDA, cuDNN's algorithm choice makes runs non-bit-exact
   whether or not they are interrupted.
 
-Freezing is explicit: :func:`trainable_parameters` lists what trains in each stage. The paper trains
-every parameter in every stage (spec §14.2), so :data:`STAGE_FROZEN` is empty for all three; the
-``frozen`` config field adds name prefixes to freeze for experiments.
+What each stage trains, freezes and starts from is :mod:`crdr.train.stages`; what a run writes is
+:mod:`crdr.train.rundir`.
 """
 
 from __future__ import annotations
@@ -48,7 +42,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import datetime
 import functools
 import hashlib
 import json
@@ -67,266 +60,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from crdr.config import ModelConfig
 from crdr.errors import ParameterError, WeightsError
 from crdr.models.crdr import CRDR
 from crdr.train import checkpoint as checkpoints
 from crdr.train.config import TrainConfig
+from crdr.train.distributed import (
+    Distributed, average_gradients, broadcast_module, gather, mix_seed, setup_distributed, sync_max,
+)
+from crdr.train.rundir import (
+    RunLogger, default_run_dir, prepare_run_dir, read_run_record, write_json, write_png,
+)
+from crdr.train.stages import init_from_previous, parameter_groups, trainable_parameters
 from crdr.weights import is_table_buffer
 
-__all__ = [
-    "STAGE_FROZEN",
-    "Distributed",
-    "RunResult",
-    "Training",
-    "build_training",
-    "init_from_previous",
-    "is_beta_parameter",
-    "is_rate_parameter",
-    "parameter_checksum",
-    "train",
-    "trainable_parameters",
-    "training_step",
-    "validate",
-]
-
-# Parameter-name prefixes each stage's recipe keeps fixed. The authors train every parameter in
-# every stage (their trainers optimise `comp_model.parameters()`), hence nothing here.
-STAGE_FROZEN: dict[int, tuple[str, ...]] = {1: (), 2: (), 3: ()}
-
-METRIC_NAMES = (
-    "loss", "mse", "rate", "bpp", "qbpp", "perceptual", "adversarial", "aux", "d_loss",
-    "q", "beta", "lr", "skipped",
-)
-LOG_COLUMNS = ("step", "wall_time") + METRIC_NAMES
-VALIDATION_COLUMNS = ("step", "q", "beta", "bpp", "psnr", "perceptual")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Processes and devices
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """Where this process sits in a ``torchrun`` job (world size 1 without torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def select_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; ``cuda`` → ``cuda:LOCAL_RANK``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ParameterError(f"unknown device {name!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ParameterError("device cuda was requested but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
-
-
-def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
-    """Join the ``torchrun`` process group if there is one (nccl on CUDA, gloo on CPU)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = select_device(device_name, local_rank)
-    info = Distributed(rank, world_size, local_rank)
-    if info.enabled and not torch.distributed.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world_size)
-    return info, device
-
-
-def _mix_seed(*parts: object) -> int:
-    """A 63-bit seed from labelled parts, so seeds drawn for different purposes never coincide."""
-    digest = hashlib.sha256(":".join(str(part) for part in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def _sync_max(values: Sequence[float], distributed: Distributed, device: torch.device) -> list[float]:
-    """Element-wise maximum over ranks (decisions every rank must take together)."""
-    if not distributed.enabled:
-        return list(values)
-    tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
-    return tensor.tolist()
-
-
-def average_gradients(parameters: Sequence[nn.Parameter], distributed: Distributed, bucket: int = 1 << 24) -> None:
-    """Replace each existing gradient by its mean over ranks (parameters without one are left alone).
-
-    Gradients are flattened into buckets of about ``bucket`` elements, one ``all_reduce`` each.
-    """
-    if not distributed.enabled:
-        return
-    grads = [p.grad for p in parameters if p.grad is not None]
-    start = 0
-    while start < len(grads):
-        end, size = start, 0
-        while end < len(grads) and (size == 0 or size + grads[end].numel() <= bucket):
-            size += grads[end].numel()
-            end += 1
-        group = grads[start:end]
-        flat = torch.cat([g.reshape(-1) for g in group])
-        torch.distributed.all_reduce(flat)
-        flat.div_(distributed.world_size)
-        offset = 0
-        for g in group:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
-        start = end
-
-
-def _broadcast_module(module: nn.Module | None, distributed: Distributed) -> None:
-    """Make every rank start from rank 0's parameters and buffers."""
-    if module is None or not distributed.enabled:
-        return
-    for tensor in module.state_dict().values():
-        if tensor.numel():
-            torch.distributed.broadcast(tensor, 0)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Stages: which parameters are new, which train
-
-
-def is_rate_parameter(name: str) -> bool:
-    """Whether ``name`` is an ICA parameter (what stage 2 adds); see :meth:`CRDR.rate_parameters`."""
-    return name in _stage_parameter_names()[0]
-
-
-def is_beta_parameter(name: str) -> bool:
-    """Whether ``name`` is a β-conditioning parameter (what stage 3 adds); see :meth:`CRDR.beta_parameters`."""
-    return name in _stage_parameter_names()[1]
-
-
-@functools.cache
-def _stage_parameter_names() -> tuple[frozenset[str], frozenset[str]]:
-    """The names the stage-3 model gives its rate and β parameters, asked of the model itself.
-    Names do not depend on the widths, so the tiny preset answers for every preset."""
-    from crdr.config import preset
-
-    with torch.random.fork_rng(devices=[]):  # building it must not shift the training RNG
-        model = CRDR(preset("tiny"))
-    return frozenset(model.rate_parameters()), frozenset(model.beta_parameters())
-
-
-def trainable_parameters(
-    model: nn.Module, stage: int, frozen: Sequence[str] = ()
-) -> dict[str, nn.Parameter]:
-    """Name → parameter of everything that trains in ``stage``.
-
-    All parameters except those whose name starts with a prefix of ``STAGE_FROZEN[stage]`` (empty
-    for every stage of the paper) or of ``frozen``. A prefix matching no parameter is an error (a
-    typo would otherwise silently train everything).
-    """
-    if stage not in STAGE_FROZEN:
-        raise ParameterError(f"stage must be one of {sorted(STAGE_FROZEN)}, got {stage}")
-    prefixes = tuple(STAGE_FROZEN[stage]) + tuple(frozen)
-    names = [name for name, _ in model.named_parameters()]
-    for prefix in prefixes:
-        if not any(name.startswith(prefix) for name in names):
-            raise ParameterError(f"frozen prefix {prefix!r} matches no parameter of the model")
-    return {name: p for name, p in model.named_parameters() if not name.startswith(prefixes)}
-
-
-def _read_previous(source: str) -> tuple[dict[str, Tensor], ModelConfig]:
-    """State and architecture of a previous stage: a run directory (its newest checkpoint, fp32)
-    or a weights file (crdr safetensors or the authors' .pth.tar)."""
-    path = Path(source)
-    if path.is_dir():
-        state = checkpoints.load_latest(path)
-        previous = TrainConfig.from_dict(state["config"]).model_config()
-        return state["model"], previous
-    from crdr.weights import load_model
-
-    model = load_model(path)
-    return model.state_dict(), model.config
-
-
-def _parameter_groups(
-    model: CRDR, trainable: dict[str, torch.nn.Parameter], aux_ids: set[int], config: TrainConfig
-) -> list[dict[str, Any]]:
-    """Adam groups of the codec parameters: all at ``lr``, the ICA ones at ``lr × ica_lr_scale``
-    and the β-conditioning ones at ``lr × beta_lr_scale``.
-
-    A group exists only when its scale is not 1, so with the paper's scales there is one group, as
-    in the authors' trainer (and checkpoints written before a scale existed resume unchanged).
-    The order is fixed (rest, ICA, β): optimiser states are matched to groups by position.
-    """
-    main = {name: p for name, p in trainable.items() if id(p) not in aux_ids}
-    scaled = [
-        (config.ica_lr_scale, model.rate_parameters()),
-        (config.beta_lr_scale, model.beta_parameters()),
-    ]
-    groups, taken = [], set()
-    for scale, named in scaled:
-        chosen = [p for name, p in named.items() if name in main]
-        if scale != 1.0 and chosen:
-            groups.append({"params": chosen, "lr": config.lr * scale})
-            taken.update(id(p) for p in chosen)
-    rest = [p for p in main.values() if id(p) not in taken]
-    return [{"params": rest}] + groups
-
-
-def init_from_previous(model: CRDR, source: str) -> list[str]:
-    """Load every tensor of the previous stage into ``model``; return the names left new.
-
-    The previous model must have the same widths; the only keys it may lack are those of the
-    features this stage adds (ICA when it was not variable-rate, ``proj_*``/``mlp`` when it was not
-    β-conditioned), and it must have every other key. The new β parts are re-initialised with
-    ``reset_beta_parameters`` (N(0, 0.02), spec §3.5); new ICA layers keep their identity init.
-    """
-    state, previous = _read_previous(source)
-    current = model.config
-    comparable = dataclasses.replace(
-        previous, variable_rate=current.variable_rate, beta_conditioned=current.beta_conditioned
-    )
-    if comparable != current:
-        differing = [
-            f"{f.name} {getattr(previous, f.name)} != {getattr(current, f.name)}"
-            for f in dataclasses.fields(current)
-            if getattr(comparable, f.name) != getattr(current, f.name)
-        ]
-        raise WeightsError(f"{source}: previous stage has another architecture: {'; '.join(differing)}")
-    expected = {k: v for k, v in model.state_dict().items() if not is_table_buffer(k)}
-    given = {k: v for k, v in state.items() if not is_table_buffer(k)}
-    unexpected = sorted(set(given) - set(expected))
-    if unexpected:
-        raise WeightsError(f"{source}: keys this stage's model does not have: {', '.join(unexpected[:5])}")
-    new = sorted(set(expected) - set(given))
-    allowed = {
-        k for k in expected
-        if (current.variable_rate and not previous.variable_rate and is_rate_parameter(k))
-        or (current.beta_conditioned and not previous.beta_conditioned and is_beta_parameter(k))
-    }
-    if set(new) != allowed:
-        missing = sorted(set(new) - allowed)
-        raise WeightsError(f"{source}: previous stage lacks keys it should have: {', '.join(missing[:5])}")
-    wrong = [k for k, v in given.items() if tuple(v.shape) != tuple(expected[k].shape)]
-    if wrong:
-        raise WeightsError(f"{source}: shape mismatch for {', '.join(wrong[:3])}")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in given.items()}, strict=False)
-    if any(is_beta_parameter(k) for k in new):
-        model.decoder.reset_beta_parameters()
-    return new
+__all__ = ["RunResult", "Training", "build_training", "parameter_checksum", "train", "training_step", "validate"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -456,21 +203,21 @@ def build_training(
     aux_parameters = [p for p in trainable.values() if id(p) in aux_ids]
     if not main_parameters:
         raise ParameterError("every codec parameter is frozen: nothing to train")
-    optimizer = torch.optim.Adam(_parameter_groups(model, trainable, aux_ids, config), lr=config.lr)
+    optimizer = torch.optim.Adam(parameter_groups(model, trainable, aux_ids, config), lr=config.lr)
     aux_optimizer = torch.optim.Adam(aux_parameters, lr=config.aux_lr) if aux_parameters else None
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
     perceptual = _perceptual_network(config.perceptual).to(device) if config.perceptual_weight > 0 else None
     training = Training(
         config=config, model=model, optimizer=optimizer, aux_optimizer=aux_optimizer,
         scheduler=scheduler, main_parameters=main_parameters, aux_parameters=aux_parameters,
-        sampling=torch.Generator().manual_seed(_mix_seed(config.seed, "q-beta")),
+        sampling=torch.Generator().manual_seed(mix_seed(config.seed, "q-beta")),
         device=device, distributed=distributed, perceptual=perceptual,
     )
     if config.uses_discriminator:
         from crdr.losses import gan_loss
         from crdr.models.discriminator import build_discriminator
 
-        torch.manual_seed(_mix_seed(config.seed, "discriminator"))
+        torch.manual_seed(mix_seed(config.seed, "discriminator"))
         discriminator = build_discriminator(
             config.discriminator, levels=config.rate_levels, main_channels=config.discriminator_channels
         ).to(device).train()
@@ -556,7 +303,7 @@ def training_step(training: Training, x: Tensor) -> dict[str, float]:
         loss = loss + realism * config.adversarial_weight * terms["adversarial"]
     value = float(loss.detach())
     bad = not math.isfinite(value) or value > config.max_loss
-    skipped = _sync_max([float(bad)], training.distributed, training.device)[0] > 0
+    skipped = sync_max([float(bad)], training.distributed, training.device)[0] > 0
     if not skipped:
         loss.backward()
         average_gradients(training.main_parameters, training.distributed)
@@ -710,117 +457,7 @@ def _grid(rows: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Run directory, logs, signals
-
-
-def _write_json(path: Path, value: Any) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(value, indent=1, sort_keys=True))
-    os.replace(temporary, path)
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(image).save(temporary, format="PNG")
-    os.replace(temporary, path)
-
-
-def _truncate_csv(path: Path, last_step: int) -> None:
-    """Drop rows logged after ``last_step`` (written after the checkpoint a resume starts from)."""
-    if not path.exists():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= last_step]
-    if len(kept) != len(lines):
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text("".join(kept))
-        os.replace(temporary, path)
-
-
-def _format(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-class RunLogger:
-    """Rank 0's outputs: ``train.csv``, ``validation.csv``, TensorBoard (optional) and a tqdm bar."""
-
-    def __init__(self, run_dir: Path, config: TrainConfig, start_step: int) -> None:
-        self.config = config
-        self.train_csv = run_dir / "train.csv"
-        self.validation_csv = run_dir / "validation.csv"
-        for path, columns in ((self.train_csv, LOG_COLUMNS), (self.validation_csv, VALIDATION_COLUMNS)):
-            _truncate_csv(path, start_step)
-            if not path.exists():
-                path.write_text(",".join(columns) + "\n")
-        self.writer = None
-        if config.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                warnings.warn("tensorboard is not installed; logging to CSV only", stacklevel=2)
-            else:
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
-        from tqdm import tqdm
-
-        self.bar = tqdm(
-            total=config.steps, initial=start_step, disable=not config.progress, desc=config.name,
-            unit="step", dynamic_ncols=True, file=sys.stderr,
-        )
-        self.window: list[dict[str, float]] = []
-
-    def log_step(self, step: int, metrics: dict[str, float], wall_time: float) -> None:
-        self.window.append(metrics)
-        self.bar.update(1)
-        if self.config.log_every and step % self.config.log_every == 0:
-            self.flush(step, wall_time)
-
-    def flush(self, step: int, wall_time: float) -> None:
-        if not self.window:
-            return
-        means = {}
-        for name in METRIC_NAMES:
-            values = [m[name] for m in self.window if not math.isnan(m[name])]
-            if name == "skipped":
-                means[name] = float(sum(values))
-            else:
-                means[name] = sum(values) / len(values) if values else float("nan")
-        self.window = []
-        row = {"step": step, "wall_time": round(wall_time, 3), **means}
-        with open(self.train_csv, "a") as handle:
-            handle.write(",".join(_format(row[c]) for c in LOG_COLUMNS) + "\n")
-        if self.writer is not None:
-            for name, value in means.items():
-                if not math.isnan(value):
-                    self.writer.add_scalar(f"train/{name}", value, step)
-        shown = {k: f"{means[k]:.4g}" for k in ("loss", "bpp", "mse") if not math.isnan(means[k])}
-        self.bar.set_postfix(shown, refresh=False)
-
-    def log_validation(self, step: int, results: list[dict[str, Any]], grid: np.ndarray) -> None:
-        with open(self.validation_csv, "a") as handle:
-            for result in results:
-                handle.write(",".join(_format(step if c == "step" else result[c]) for c in VALIDATION_COLUMNS) + "\n")
-        if self.writer is not None:
-            for result in results:
-                label = "" if result["q"] is None else f"q{result['q']:g}"
-                label += "" if result["beta"] is None else f"_beta{result['beta']:g}"
-                for metric in ("bpp", "psnr", "perceptual"):
-                    if result[metric] is not None:
-                        self.writer.add_scalar(f"validation/{label or 'model'}/{metric}", result[metric], step)
-            self.writer.add_image("validation/reconstructions", grid, step, dataformats="HWC")
-        psnr_mean = sum(r["psnr"] for r in results) / len(results)
-        bpp_mean = sum(r["bpp"] for r in results) / len(results)
-        self.bar.write(f"step {step}: validation bpp {bpp_mean:.4f}, PSNR {psnr_mean:.2f} dB (means over q, β)")
-
-    def close(self, step: int, wall_time: float) -> None:
-        self.flush(step, wall_time)
-        self.bar.close()
-        if self.writer is not None:
-            self.writer.close()
+# Signals, checksums, schedules
 
 
 class _StopSignals:
@@ -864,11 +501,6 @@ def parameter_checksum(*modules: nn.Module | None) -> str:
     return digest.hexdigest()
 
 
-def default_run_dir(config: TrainConfig) -> Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(config.log_dir) / f"{config.name}-{stamp}"
-
-
 def _reschedule(scheduler: torch.optim.lr_scheduler.LRScheduler | None, milestones, gamma: float) -> None:
     """Give a restored ``MultiStepLR`` the config's milestones and set each group's learning rate to
     what that schedule gives at the restored step.
@@ -887,40 +519,6 @@ def _reschedule(scheduler: torch.optim.lr_scheduler.LRScheduler | None, mileston
     for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
         group["lr"] = base * gamma**passed
     scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
-
-
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, command: str, world_size: int) -> None:
-    """Create (or, resuming, update) ``config.json``: the resolved config and every command used."""
-    record_path = run_dir / "config.json"
-    if resume:
-        try:
-            record = json.loads(record_path.read_text())
-        except (OSError, ValueError) as error:
-            raise ParameterError(f"{run_dir} is not a training run directory ({error})") from None
-    else:
-        if record_path.exists():
-            raise ParameterError(
-                f"{run_dir} already holds a run: continue it with --resume {run_dir} or choose another --run-dir"
-            )
-        run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"commands": [], "created": datetime.datetime.now().isoformat(timespec="seconds")}
-    record["config"] = config.to_dict()
-    record["model_config"] = config.model_config().to_dict()
-    record["world_size"] = world_size
-    record.setdefault("commands", []).append(command)
-    _write_json(record_path, record)
-
-
-def read_run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """``RUN_DIR/config.json``: ``{"config", "model_config", "commands", ...}``."""
-    path = Path(run_dir) / "config.json"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ParameterError(f"{run_dir} is not a training run directory (cannot read {path.name}: {error})") from None
-    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
-        raise ParameterError(f"{path} holds no training config")
-    return record
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -950,7 +548,7 @@ def train(
     if resume and run_dir is None:
         raise ParameterError("resuming needs the run directory")
     if command is None:
-        from crdr.train.command import command_line
+        from crdr.train.rundir import command_line
 
         command = command_line()
     previous_threads = torch.get_num_threads()
@@ -966,14 +564,6 @@ def train(
         torch.set_num_threads(previous_threads)
         if distributed.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-
-
-def _gather(value: Any, distributed: Distributed) -> list[Any]:
-    if not distributed.enabled:
-        return [value]
-    values: list[Any] = [None] * distributed.world_size
-    torch.distributed.all_gather_object(values, value)
-    return values
 
 
 def _run(
@@ -1007,7 +597,7 @@ def _run(
         if changed:
             raise ParameterError(f"cannot change {', '.join(changed)} when resuming (only {', '.join(sorted(RESUME_OVERRIDABLE))})")
     if distributed.is_main:
-        _prepare_run_dir(run_dir, config, resume, command, distributed.world_size)
+        prepare_run_dir(run_dir, config, resume, command, distributed.world_size)
     if distributed.enabled:
         torch.distributed.barrier()
 
@@ -1030,8 +620,8 @@ def _run(
             _seed_process(config.seed, distributed.rank, training.step)
     else:
         _seed_process(config.seed, distributed.rank, 0)
-    _broadcast_module(training.model, distributed)
-    _broadcast_module(training.discriminator, distributed)
+    broadcast_module(training.model, distributed)
+    broadcast_module(training.discriminator, distributed)
     commands = read_run_record(run_dir)["commands"] if distributed.is_main else []
 
     logger = RunLogger(run_dir, config, training.step) if distributed.is_main else None
@@ -1046,7 +636,7 @@ def _run(
 
     def save() -> None:
         nonlocal last_checkpoint, saved_step
-        rng = _gather(checkpoints.capture_rng(device), distributed)
+        rng = gather(checkpoints.capture_rng(device), distributed)
         if distributed.is_main:
             payload = training.state_dict(rng)
             payload.update(wall_time=wall_time(), commands=commands)
@@ -1072,7 +662,7 @@ def _run(
             time_due = bool(config.checkpoint_minutes) and (
                 time.monotonic() - last_checkpoint >= 60 * config.checkpoint_minutes
             )
-            stop_now, time_due = (v > 0 for v in _sync_max([stop.received is not None, time_due], distributed, device))
+            stop_now, time_due = (v > 0 for v in sync_max([stop.received is not None, time_due], distributed, device))
             final = step == config.steps
             if config.validate_every and (step % config.validate_every == 0 or final):
                 if distributed.is_main:
@@ -1089,12 +679,12 @@ def _run(
         if logger is not None:
             logger.close(training.step, wall_time())
 
-    checksums = _gather(parameter_checksum(training.model, training.discriminator), distributed)
+    checksums = gather(parameter_checksum(training.model, training.discriminator), distributed)
     identical = len(set(checksums)) == 1
     if distributed.is_main:
         if latest_validation is None and (run_dir / "validation.json").exists():
             latest_validation = json.loads((run_dir / "validation.json").read_text()).get("results")
-        _write_json(
+        write_json(
             run_dir / "summary.json",
             {
                 "status": status, "step": training.step, "steps": config.steps, "wall_time": wall_time(),
@@ -1116,7 +706,7 @@ def _run(
 
 def _seed_process(seed: int, rank: int, step: int) -> None:
     """Per-rank streams for the likelihood noise (and anything else drawing from global RNGs)."""
-    value = _mix_seed(seed, "noise", rank, step)
+    value = mix_seed(seed, "noise", rank, step)
     torch.manual_seed(value)
     np.random.seed(value % 2**32)
     import random
@@ -1129,8 +719,8 @@ def _validation_pass(
 ) -> list[dict[str, Any]]:
     results, grid = validate(training.model, images, training.config, training.perceptual, training.device)
     step = training.step
-    _write_png(run_dir / "validation" / f"step_{step:09d}.png", grid)
-    _write_json(run_dir / "validation.json", {"step": step, "results": results})
+    write_png(run_dir / "validation" / f"step_{step:09d}.png", grid)
+    write_json(run_dir / "validation.json", {"step": step, "results": results})
     if logger is not None:
         logger.log_validation(step, results, grid)
     return results
