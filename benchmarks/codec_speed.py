@@ -23,10 +23,8 @@ machine shared with other jobs are noisy: the load average at start and end is r
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -34,6 +32,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import machine as machine_info
 
 KODAK = Path("/work/shared/data/kodak")
 # A "mid" quality for each classical codec: the middle of its useful range on Kodak
@@ -137,37 +137,9 @@ def _run_worker(spec: dict) -> dict:
 
 
 def describe_machine() -> dict:
-    import PIL
     import torch
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import imagecodecs
-
-        imagecodecs_version = imagecodecs.__version__
-    except ImportError:
-        imagecodecs_version = None
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "torch": torch.__version__,
-        "torch_threads_default": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "pillow": PIL.__version__,
-        "imagecodecs": imagecodecs_version,
-        "platform": platform.platform(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "load_average_start": list(os.getloadavg()),
-    }
+    return machine_info.describe_machine(torch_threads_default=torch.get_num_threads())
 
 
 # ---------------------------------------------------------------------------------------------

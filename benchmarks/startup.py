@@ -20,17 +20,16 @@ noisy: the load average at start and end is recorded.
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe_machine
 
 TARGET_S = 0.5
 # Runs the crdr CLI like `python -m crdr`, then says on stderr whether torch got imported.
@@ -94,36 +93,6 @@ def imports_torch(arguments: list[str], env: dict) -> bool | None:
     completed = subprocess.run([sys.executable, "-c", PROBE, *arguments[2:]], capture_output=True, text=True, env=env)
     last = completed.stderr.strip().splitlines()[-1:] or [""]
     return {"True": True, "False": False}.get(last[0])
-
-
-def describe_machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-
-    def version(package: str) -> str | None:
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "torch": version("torch"),  # not imported here: the parent's imports do not matter, but its time does
-        "python": platform.python_version(),
-        "pillow": version("pillow"),
-        "platform": platform.platform(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "load_average_start": list(os.getloadavg()),
-    }
 
 
 def _table(results: list[dict]) -> str:
