@@ -16,7 +16,7 @@ import torch
 from guards import hang_guard
 from PIL import Image
 
-from crdr import bitstream, codec
+from crdr import bitstream, codec, image_io
 from crdr.errors import CrdrError, FormatError, ModelMismatchError, ParameterError
 
 
@@ -424,3 +424,118 @@ def test_images_without_metadata_give_the_bytes_they_always_did(tiny_model):
     container = bitstream.unpack(data)
     assert data[4] == 2 and (container.icc_profile, container.exif) == (None, None)
     assert bitstream.pack(bitstream.Container.from_tiles(container.header, container.tile_strings())) == data
+
+
+# -- devices: only g_a and g_s move; everything that decides a symbol stays on the CPU ------------
+
+
+def test_device_cpu_gives_the_bytes_and_pixels_of_the_models_own_methods(tiny_model):
+    """``device="cpu"`` (and the default) code exactly what CRDR.compress / decompress give."""
+    rgb = _photo(70, 50)
+    data = codec.compress_official(rgb, q=1.5, model=tiny_model, device="cpu")
+    assert data == codec.compress_official(rgb, q=1.5, model=tiny_model)
+    official = bitstream.unpack_official(data)
+    x = codec.pad_to_stride(image_io.to_model_input(rgb))
+    coded = tiny_model.compress(x, 1.5)
+    assert (official.z_string, official.y_string) == (coded.z_string, coded.y_string)
+    pixels = np.asarray(codec.decompress_official(data, beta=2.0, model=tiny_model, device="cpu"))
+    with codec.single_thread():
+        x_hat = tiny_model.decompress(coded.z_string, coded.y_string, coded.z_size, 1.5, 2.0)
+    assert np.array_equal(pixels, image_io.from_model_output(x_hat[:, :, :50, :70]))
+    tiled = codec.compress(rgb, q=2.3, model=tiny_model, tile_size=64, device="cpu")
+    assert tiled == codec.compress(rgb, q=2.3, model=tiny_model, tile_size=64)
+    assert np.array_equal(
+        np.asarray(codec.decompress(tiled, beta=1.0, model=tiny_model, device="cpu")),
+        np.asarray(codec.decompress(tiled, beta=1.0, model=tiny_model)),
+    )
+
+
+def test_cuda_without_cuda_is_a_parameter_error_before_any_work(tiny_model, monkeypatch):
+    data = codec.compress(_photo(16, 16), q=1.0, model=tiny_model)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(codec, "_encode_tile", lambda *args: pytest.fail("encoded before refusing"))
+    monkeypatch.setattr(codec, "_entropy_decode", lambda *args: pytest.fail("decoded before refusing"))
+    calls = [
+        lambda: codec.compress(_photo(16, 16), q=1.0, model=tiny_model, device="cuda"),
+        lambda: codec.compress_official(_photo(16, 16), q=1.0, model=tiny_model, device="cuda:0"),
+        lambda: codec.decompress(data, model=tiny_model, device="cuda"),
+        lambda: codec.decode_container(bitstream.unpack(data), tiny_model, 0.0, device=torch.device("cuda")),
+    ]
+    for call in calls:
+        with pytest.raises(ParameterError, match="not available: torch sees no CUDA device"):
+            call()
+
+
+@pytest.mark.parametrize("device", ["tpu", "mps", "", 0, None, "cuda:x"])
+def test_unknown_devices_are_parameter_errors(tiny_model, device):
+    with pytest.raises(ParameterError, match="device must be cpu, cuda or auto"):
+        codec.compress(_photo(16, 16), q=1.0, model=tiny_model, device=device)
+
+
+def test_auto_is_cpu_without_cuda_and_cuda_with_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert codec.resolve_device("auto") == torch.device("cpu")
+    assert codec.resolve_device("cpu:0") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert codec.resolve_device("auto") == torch.device("cuda")
+
+
+class _Bfloat16Encoder(torch.nn.Module):
+    """g_a computed in bfloat16 and returned as such: another device's numerics, on the CPU."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        import copy
+
+        self.inner = copy.deepcopy(encoder).to(torch.bfloat16)
+
+    def forward(self, x, q):
+        return self.inner(x.to(torch.bfloat16), None if q is None else q.to(torch.bfloat16))
+
+
+def test_an_analysis_transform_in_other_numerics_writes_files_the_cpu_decoder_reads_exactly(tiny_model, monkeypatch):
+    """The decoder's ŷ equals the ŷ the encoder coded, bit for bit: the entropy path sees y only
+    after it is back on the CPU in float32, never the transform's device or dtype."""
+    rgb = _photo(130, 70)
+    reference = codec.compress(rgb, q=2.3, model=tiny_model, tile_size=64)
+    coded = []
+    compress_latents = tiny_model.compress_latents
+
+    def spy(y, rule):
+        assert y.dtype == torch.float32 and y.device.type == "cpu"
+        result = compress_latents(y, rule)
+        coded.append(result.y_hat)
+        return result
+
+    with monkeypatch.context() as patched:
+        # Sub-modules live in _modules: setitem restores them (setattr's undo would delete them).
+        patched.setitem(tiny_model._modules, "encoder", _Bfloat16Encoder(tiny_model.encoder))
+        patched.setitem(tiny_model.__dict__, "compress_latents", spy)
+        data = codec.compress(rgb, q=2.3, model=tiny_model, tile_size=64)
+    assert data != reference  # the other numerics did reach the file
+    latents = codec.decode_latents(bitstream.unpack(data), tiny_model)
+    assert len(latents.tiles) == len(coded) == 6
+    for (_, y_hat), expected in zip(latents.tiles, coded):
+        assert torch.equal(y_hat, expected)
+    decoded = codec.decode_container(bitstream.unpack(data), tiny_model, 1.0)
+    assert np.array_equal(codec.synthesize(latents, tiny_model, 1.0).rgb, decoded.rgb)
+
+
+def test_device_copies_leave_the_callers_model_on_the_cpu(tiny_model, monkeypatch):
+    """A device copy of g_a is made once per (model, device) and the model itself never moves."""
+    made = []
+    original = torch.nn.Module.to
+
+    def to(module, *args, **kwargs):
+        made.append(module)
+        return module  # stands in for a move to another device
+
+    fake = torch.device("cuda", 7)
+    monkeypatch.setattr(torch.nn.Module, "to", to)
+    first = codec._transform(tiny_model, "encoder", fake)
+    assert codec._transform(tiny_model, "encoder", fake) is first and made == [first]
+    assert first is not tiny_model.encoder
+    assert codec._transform(tiny_model, "encoder", torch.device("cpu")) is tiny_model.encoder
+    monkeypatch.setattr(torch.nn.Module, "to", original)
+    del codec._DEVICE_COPIES[tiny_model]
+    assert all(p.device.type == "cpu" for p in tiny_model.parameters())

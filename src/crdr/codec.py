@@ -11,6 +11,15 @@ indexes that drive the rANS coder therefore never depend on the caller's thread 
 file decodes to the same pixels with 1 or N threads. The analysis transform, whose output is only
 rounded on the encoder side, uses all threads.
 
+Devices: ``device=`` (``"cpu"``, the default; ``"cuda"``; ``"auto"`` = cuda if available) moves
+only the analysis transform g_a (at encode) and the synthesis transform g_s (at decode). Every
+step that decides a symbol (hyper-encoder and decoder, context model, scale indexes, rANS) runs
+on the CPU in float32 as with ``"cpu"``: y comes back to the CPU as float32 before it is coded,
+so a file's ŷ never depends on where the transforms ran, and a file encoded on a GPU decodes to
+the same ŷ on any CPU. Pixels synthesised on another device may differ by about one level.
+The caller's model stays on the CPU; g_a and g_s are copied to the device once per (model,
+device) and the copies kept while the model lives (:func:`_transform`).
+
 Large images are coded in independent tiles (see ``docs/format.md``) so memory stays bounded;
 the decoder holds one tile's latents at a time. The coding functions take a ``progress(done,
 total)`` callback, called after each tile (the CLI's ``file: tile k/n`` line).
@@ -27,10 +36,13 @@ them, with a note) and come back in the decoded image's ``info``, so a saved PNG
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import numbers
 import os
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -141,6 +153,30 @@ def _progress(progress) -> Progress | None:
     return progress
 
 
+def resolve_device(device) -> torch.device:
+    """Where g_a and g_s run: ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), ``"auto"`` (cuda when
+    torch sees a CUDA device, else cpu) or a :class:`torch.device`. A device that this machine
+    lacks is a :class:`ParameterError`."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise ParameterError(f"device must be cpu, cuda or auto, got {device!r}")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ParameterError(f"device must be cpu, cuda or auto, got {device!r}") from None
+    if resolved.type == "cpu":
+        return torch.device("cpu")
+    if resolved.type != "cuda":
+        raise ParameterError(f"device must be cpu, cuda or auto, got {device!r}")
+    if not torch.cuda.is_available():
+        raise ParameterError(f"device {str(device)!r} is not available: torch sees no CUDA device (use cpu or auto)")
+    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ParameterError(f"device {str(device)!r} is not available: torch sees {count} CUDA devices")
+    return resolved
+
+
 def _beta(model: CRDR, beta) -> float:
     beta = _number("beta", beta)
     model.realism(beta)  # the model's range
@@ -163,6 +199,63 @@ def _read_input(data, what: str = ".crdr or .bin data") -> bytes:
         except OSError as error:
             raise FormatError(f"cannot read {path}: {error.strerror or error}") from None
     raise ParameterError(f"expected {what} (bytes) or a path to it, got {type(data).__name__}")
+
+
+# -- transforms on a device ----------------------------------------------------------------------
+# Only g_a and g_s move; their outputs come back to the CPU as float32 before anything else sees
+# them (the module docstring). On the CPU the model's own modules run, as they always did.
+
+_DEVICE_COPIES: "weakref.WeakKeyDictionary[CRDR, dict[tuple[str, torch.device], torch.nn.Module]]" = (
+    weakref.WeakKeyDictionary()
+)
+_DEVICE_COPIES_LOCK = threading.Lock()
+
+
+def _transform(model: CRDR, part: str, device: torch.device) -> torch.nn.Module:
+    """``model.encoder`` or ``model.decoder`` on ``device``: the module itself on the CPU, else a
+    copy made on first use and kept while ``model`` lives (weights changed later are not seen)."""
+    if device.type == "cpu":
+        return getattr(model, part)
+    with _DEVICE_COPIES_LOCK:
+        copies = _DEVICE_COPIES.setdefault(model, {})
+        if (part, device) not in copies:
+            copies[(part, device)] = copy.deepcopy(getattr(model, part)).to(device)
+        return copies[(part, device)]
+
+
+def _on(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
+
+
+@contextlib.contextmanager
+def _full_float32(device: torch.device) -> Iterator[None]:
+    """cuDNN convolutions in float32, not TF32 (torch's default), so g_s on a GPU stays within
+    about one level of the CPU's pixels."""
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(
+        enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False
+    ):
+        yield
+
+
+def _analysis(model: CRDR, x: torch.Tensor, q: float, device: torch.device) -> torch.Tensor:
+    """``y = g_a(x, q)`` with g_a on ``device``; y on the CPU in float32, ready for coding."""
+    model.check_size(x)
+    encoder = _transform(model, "encoder", device)
+    with _full_float32(device):
+        y = encoder(x.to(device), _on(model.quality(q, x.shape[0]), device))
+    return y.to("cpu", torch.float32)
+
+
+def _synthesis(model: CRDR, y_hat: torch.Tensor, q: float, beta: float, device: torch.device) -> torch.Tensor:
+    """Raw ``x̂ = g_s(ŷ, q, β)`` with g_s on ``device``; x̂ on the CPU in float32."""
+    decoder = _transform(model, "decoder", device)
+    with _full_float32(device):
+        x_hat = decoder(y_hat.to(device), _on(model.quality(q), device), _on(model.realism(beta), device))
+    return x_hat.to("cpu", torch.float32)
 
 
 # -- memory ---------------------------------------------------------------------------------------
@@ -286,11 +379,11 @@ SCALE_RULES = {1: ScaleRule.NEXT_LARGER, 2: ScaleRule.NEAREST, 3: ScaleRule.NEAR
 
 
 def _encode_tile(
-    model: CRDR, rgb: np.ndarray, q: float, rule: ScaleRule
+    model: CRDR, rgb: np.ndarray, q: float, rule: ScaleRule, device: torch.device
 ) -> tuple[bytes, bytes, torch.Tensor]:
     x = pad_to_stride(image_io.to_model_input(rgb))
     with torch.no_grad():
-        y = model.analysis(x, q)
+        y = _analysis(model, x, q, device)
         with single_thread():
             coded = model.compress_latents(y, rule)
     return coded.z_string, coded.y_string, coded.y_hat
@@ -312,13 +405,16 @@ def encode_at(
     model: CRDR,
     tile_size: int | None = None,
     progress: Progress | None = None,
+    device="cpu",
 ) -> bytes:
     """Encode a loaded image at quality ``q`` into ``.crdr`` bytes (with its ICC/EXIF, if any).
 
-    ``progress(done, total)`` is called after each tile is coded.
+    ``progress(done, total)`` is called after each tile is coded; ``device``: where g_a runs
+    (:func:`resolve_device`; the file's ŷ does not depend on it).
     """
     q = _number("q", q)
     progress = _progress(progress)
+    device = resolve_device(device)
     model.quality(q)  # range check before any work
     height, width = source.rgb.shape[:2]
     tile = _tile_size_for(width, height, tile_size)
@@ -329,7 +425,7 @@ def encode_at(
     with _memory_guard(f"encode a {width}x{height} image (try a smaller tile size)"):
         for done, (left, top, w, h) in enumerate(grid, 1):
             z_string, y_string, _ = _encode_tile(
-                model, source.rgb[top : top + h, left : left + w], q, SCALE_RULES[version]
+                model, source.rgb[top : top + h, left : left + w], q, SCALE_RULES[version], device
             )
             tiles.append((z_string, y_string))
             if progress is not None:
@@ -380,6 +476,7 @@ def encode(
     max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
     strip: bool = False,
     progress: Progress | None = None,
+    device="cpu",
 ) -> EncodeResult:
     """Compress ``image`` at ``q`` or to a target.
 
@@ -389,7 +486,8 @@ def encode(
     beta = 0) may be given; none means ``q = 2`` (the middle of the range). The ICC profile and
     EXIF of the input are kept unless ``strip``. ``progress(done, total)`` is called after each
     tile is coded (a target search codes the image several times: the count starts again for
-    each try). Bad arguments raise :class:`ParameterError`.
+    each try). ``device``: where g_a runs, and g_s for a PSNR target (:func:`resolve_device`).
+    Bad arguments raise :class:`ParameterError`.
     """
     chosen = [v is not None for v in (q, target_bpp, target_size, target_psnr)]
     if sum(chosen) > 1:
@@ -401,6 +499,7 @@ def encode(
     max_pixels = _count("max_pixels", max_pixels)
     strip = _flag("strip", strip)
     progress = _progress(progress)
+    device = resolve_device(device)
     codec_model = get_model(model)
     if q is not None:
         codec_model.quality(q)  # range check before reading the image
@@ -412,19 +511,19 @@ def encode(
         target_size = int(target_bpp * width * height / 8)
         label = f"{target_bpp:g} bpp ({target_size} bytes for {width}x{height})"
     if target_size is not None:
-        result = _search_size(source, target_size, codec_model, tile_size, label, progress)
+        result = _search_size(source, target_size, codec_model, tile_size, label, progress, device)
     elif target_psnr is not None:
-        result = _search_psnr(source, target_psnr, codec_model, tile_size, progress)
+        result = _search_psnr(source, target_psnr, codec_model, tile_size, progress, device)
     else:
         q = 2.0 if q is None else q
-        result = EncodeResult(encode_at(source, q, codec_model, tile_size, progress), q, width, height)
+        result = EncodeResult(encode_at(source, q, codec_model, tile_size, progress, device), q, width, height)
     result.notes[:0] = list(source.notes)
     return result
 
 
 def _search_size(
     source, target: int, model: CRDR, tile_size: int | None, label: str | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, device: torch.device = torch.device("cpu"),
 ) -> EncodeResult:
     """Largest ``q`` whose file fits in ``target`` bytes: bisection on real encoded sizes.
 
@@ -434,14 +533,14 @@ def _search_size(
     """
     height, width = source.rgb.shape[:2]
     low, high = 0.0, model.max_q
-    smallest = encode_at(source, low, model, tile_size, progress)
+    smallest = encode_at(source, low, model, tile_size, progress, device)
     if len(smallest) > target:
         raise ParameterError(
             f"target of {label or f'{target} bytes'} is below the smallest file this model makes for this image: "
             f"{len(smallest)} bytes ({len(smallest) * 8 / (width * height):.4f} bpp at q=0)"
         )
     best = EncodeResult(smallest, low, width, height)
-    largest = encode_at(source, high, model, tile_size, progress)
+    largest = encode_at(source, high, model, tile_size, progress, device)
     if len(largest) <= target:
         result = EncodeResult(largest, high, width, height)
         result.notes.append(
@@ -452,7 +551,7 @@ def _search_size(
         if len(best.data) >= (1 - SIZE_TOLERANCE) * target:
             break
         middle = (low + high) / 2
-        data = encode_at(source, middle, model, tile_size, progress)
+        data = encode_at(source, middle, model, tile_size, progress, device)
         if len(data) <= target:
             low, best = middle, EncodeResult(data, middle, width, height)
         else:
@@ -466,14 +565,15 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _search_psnr(
-    source, target: float, model: CRDR, tile_size: int | None, progress: Progress | None = None
+    source, target: float, model: CRDR, tile_size: int | None, progress: Progress | None = None,
+    device: torch.device = torch.device("cpu"),
 ) -> EncodeResult:
     """Smallest ``q`` whose reconstruction at beta = 0 reaches ``target`` dB (bisection)."""
     height, width = source.rgb.shape[:2]
 
     def quality_of(q: float) -> tuple[bytes, float]:
-        data = encode_at(source, q, model, tile_size, progress)
-        decoded = decode_container(bitstream.unpack(data), model, 0.0)
+        data = encode_at(source, q, model, tile_size, progress, device)
+        decoded = decode_container(bitstream.unpack(data), model, 0.0, device=device)
         return data, _psnr(decoded.rgb, source.rgb)
 
     data, psnr = quality_of(model.max_q)
@@ -561,10 +661,12 @@ def _entropy_decode(model: CRDR, header: Header, box: tuple[int, int, int, int],
     return model.decompress_latents(z_string, y_string, _z_size(w, h), SCALE_RULES[header.version])
 
 
-def _paint(rgb: np.ndarray, model: CRDR, q: float, box: tuple[int, int, int, int], y_hat, beta: float) -> None:
+def _paint(
+    rgb: np.ndarray, model: CRDR, q: float, box: tuple[int, int, int, int], y_hat, beta: float, device: torch.device
+) -> None:
     """Synthesise one tile at realism ``beta`` into its place in ``rgb`` (H, W, 3) uint8."""
     left, top, w, h = box
-    x_hat = torch.clamp(model.synthesis(y_hat, q, beta), -1, 1)
+    x_hat = torch.clamp(_synthesis(model, y_hat, q, beta, device), -1, 1)
     rgb[top : top + h, left : left + w] = image_io.from_model_output(x_hat[:, :, :h, :w])
 
 
@@ -589,42 +691,47 @@ def decode_latents(container: Container, model: CRDR, progress: Progress | None 
     return DecodedLatents(header, tiles, alpha, container.icc_profile, container.exif)
 
 
-def _synthesize(latents: DecodedLatents, model: CRDR, beta: float, progress: Progress | None = None) -> DecodedImage:
+def _synthesize(
+    latents: DecodedLatents, model: CRDR, beta: float, progress: Progress | None, device: torch.device
+) -> DecodedImage:
     header = latents.header
     with _decoding(header.width, header.height):
         rgb = np.empty((header.height, header.width, 3), dtype=np.uint8)
         for done, (box, y_hat) in enumerate(latents.tiles, 1):
-            _paint(rgb, model, header.q, box, y_hat, beta)
+            _paint(rgb, model, header.q, box, y_hat, beta, device)
             if progress is not None:
                 progress(done, len(latents.tiles))
     return DecodedImage(rgb, latents.alpha, header.colour, latents.icc_profile, latents.exif)
 
 
 def synthesize(
-    latents: DecodedLatents, model: CRDR, beta: float, progress: Progress | None = None
+    latents: DecodedLatents, model: CRDR, beta: float, progress: Progress | None = None, device="cpu"
 ) -> DecodedImage:
     """Run the synthesis transform on every tile at realism ``beta`` and join the tiles;
-    ``progress(done, total)`` is called after each tile."""
-    return _synthesize(latents, model, _beta(model, beta), _progress(progress))
+    ``progress(done, total)`` is called after each tile; ``device``: where g_s runs."""
+    return _synthesize(latents, model, _beta(model, beta), _progress(progress), resolve_device(device))
 
 
 def decode_container(
-    container: Container, model: CRDR, beta: float, progress: Progress | None = None
+    container: Container, model: CRDR, beta: float, progress: Progress | None = None, device="cpu"
 ) -> DecodedImage:
     """Reconstruct a parsed ``.crdr`` container at realism ``beta``.
 
     The steps of :func:`decode_latents` then :func:`synthesize`, tile by tile: one tile's ŷ is
     held at a time, and ``progress(done, total)`` is called after each tile is entropy-decoded
-    and synthesised.
+    and synthesised. ``device``: where g_s runs (:func:`resolve_device`); entropy decoding is on
+    the CPU whatever it is.
     """
     beta = _beta(model, beta)
     progress = _progress(progress)
+    device = resolve_device(device)
     header = container.header
     pieces = _decodable_pieces(container, model)
     with _decoding(header.width, header.height):
         rgb = np.empty((header.height, header.width, 3), dtype=np.uint8)
         for done, (box, z_string, y_string) in enumerate(pieces, 1):
-            _paint(rgb, model, header.q, box, _entropy_decode(model, header, box, z_string, y_string), beta)
+            y_hat = _entropy_decode(model, header, box, z_string, y_string)
+            _paint(rgb, model, header.q, box, y_hat, beta, device)
             if progress is not None:
                 progress(done, len(pieces))
         alpha = _alpha(container)
@@ -643,11 +750,13 @@ def compress(
     max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
     strip: bool = False,
     progress: Progress | None = None,
+    device="cpu",
 ) -> bytes:
     """Python API: image → ``.crdr`` bytes (see :func:`encode` for the arguments)."""
     return encode(
         image, q=q, target_bpp=target_bpp, target_size=target_size, target_psnr=target_psnr,
         model=model, tile_size=tile_size, max_pixels=max_pixels, strip=strip, progress=progress,
+        device=device,
     ).data
 
 
@@ -659,37 +768,42 @@ def decompress(
     max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
     format: str = "auto",
     progress: Progress | None = None,
+    device="cpu",
 ) -> Image.Image:
     """Python API: ``.crdr`` or the authors' ``.bin`` (bytes, or a path) → PIL image at ``beta``.
 
     ``format``: ``"auto"`` (a ``.crdr`` magic, or the start of a ``.bin``; anything else is
     refused saying what it is), ``"crdr"`` or ``"official"``. The ICC profile and EXIF of the
     source, when the file has them, are in the image's ``info`` (a PNG saved from it keeps them).
-    ``progress(done, total)`` is called after each tile is decoded (see :func:`decode_container`).
+    ``progress(done, total)`` is called after each tile is decoded (see :func:`decode_container`);
+    ``device``: where g_s runs (:func:`resolve_device`).
     """
     beta = _number("beta", beta)
     max_pixels = _count("max_pixels", max_pixels)
     progress = _progress(progress)
+    device = resolve_device(device)
     data = _read_input(data)
     # The file is parsed before the model is loaded: a hostile header costs no weights.
     if bitstream.identify(data, format) == "crdr":
         container = bitstream.unpack(data, max_pixels=max_pixels)
-        return decode_container(container, get_model(model), beta, progress).to_pil()
+        return decode_container(container, get_model(model), beta, progress, device).to_pil()
     official = bitstream.unpack_official(data, max_pixels=max_pixels)
-    return _decode_official(official, beta, get_model(model), progress)
+    return _decode_official(official, beta, get_model(model), progress, device)
 
 
 # -- the authors' raw .bin format -----------------------------------------------------------------
 
 
-def compress_official(image, *, q: float, model=None) -> bytes:
+def compress_official(image, *, q: float, model=None, device="cpu") -> bytes:
     """Encode in the authors' ``.bin`` layout (no tiling, no alpha, q stored as int(16 q)).
 
     The encoder runs at ``q`` itself, the decoder at ``int(16 q) / 16``, exactly as the authors'
     ``compress.py`` does; choose ``q`` on the 1/16 grid to avoid the mismatch. The format has no
-    tiling, so images above ``bitstream.MAX_TILE_PIXELS`` (4 MP) are refused.
+    tiling, so images above ``bitstream.MAX_TILE_PIXELS`` (4 MP) are refused. ``device``: where
+    g_a runs (:func:`resolve_device`).
     """
     q = _number("q", q)
+    device = resolve_device(device)
     q_byte = bitstream.official_q_byte(q)
     codec_model = get_model(model)
     codec_model.quality(q)
@@ -701,7 +815,7 @@ def compress_official(image, *, q: float, model=None) -> bytes:
     if problem:
         raise ParameterError(f"the authors' format has no tiling and crdr cannot code {problem}")
     with _memory_guard(f"encode a {width}x{height} image"):
-        z_string, y_string, y_hat = _encode_tile(codec_model, source.rgb, q, ScaleRule.NEXT_LARGER)
+        z_string, y_string, y_hat = _encode_tile(codec_model, source.rgb, q, ScaleRule.NEXT_LARGER, device)
     official = bitstream.OfficialFile(
         height=height, width=width, max_abs_y=bitstream.official_max_abs_byte(float(y_hat.abs().max())),
         q_byte=q_byte, z_string=z_string, y_string=y_string,
@@ -710,18 +824,19 @@ def compress_official(image, *, q: float, model=None) -> bytes:
 
 
 def decompress_official(
-    data, *, beta: float = 0.0, model=None, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS
+    data, *, beta: float = 0.0, model=None, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS, device="cpu"
 ) -> Image.Image:
     """Decode the authors' ``.bin`` (bytes or a path; their files carry no model id: give the
-    right model)."""
+    right model); ``device``: where g_s runs (:func:`resolve_device`)."""
     beta = _number("beta", beta)
     max_pixels = _count("max_pixels", max_pixels)
+    device = resolve_device(device)
     official = bitstream.unpack_official(_read_input(data, "authors' .bin data"), max_pixels=max_pixels)
-    return _decode_official(official, beta, get_model(model))
+    return _decode_official(official, beta, get_model(model), None, device)
 
 
 def _decode_official(
-    official: bitstream.OfficialFile, beta: float, model: CRDR, progress: Progress | None = None
+    official: bitstream.OfficialFile, beta: float, model: CRDR, progress: Progress | None, device: torch.device
 ) -> Image.Image:
     model.quality(official.q)
     beta = _beta(model, beta)
@@ -735,7 +850,7 @@ def _decode_official(
         width=official.width, height=official.height, q=official.q, model_id=model.model_id,
         colour=Colour.RGB, has_alpha=False, tile_size=0,
     )
-    rgb = _synthesize(DecodedLatents(header, [(box, y_hat)], None), model, beta, progress).rgb
+    rgb = _synthesize(DecodedLatents(header, [(box, y_hat)], None), model, beta, progress, device).rgb
     return Image.fromarray(rgb, "RGB")
 
 
@@ -748,4 +863,5 @@ __all__ = [
     "CrdrError", "FormatError", "EncodeResult", "DecodedImage", "compress", "decompress", "encode",
     "encode_at", "decode_container", "decode_latents", "synthesize", "DecodedLatents", "compress_official",
     "decompress_official", "describe", "get_model", "pad_to_stride", "check_payloads", "minimum_stream_bytes",
+    "resolve_device",
 ]
