@@ -527,3 +527,41 @@ def test_a_failure_after_progress_leaves_a_clean_line_before_the_error(workspace
     progress, error = terminal.getvalue().rsplit("\r", 1)
     assert progress == _progress_line(str(folder / "wide.crdr"), 6)[:-1]
     assert error.startswith("crdr: error: cannot write") and error.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_device_cuda_without_cuda_is_one_line_and_writes_nothing(workspace, capsys, monkeypatch, command):
+    import torch
+
+    folder, model = workspace
+    assert main(["compress", str(folder / "b.png"), "--model", model]) == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    capsys.readouterr()
+    if command == "compress":
+        source, output = folder / "a.png", folder / "a.crdr"
+    else:
+        source, output = folder / "b.crdr", folder / "b2.png"
+    assert main([command, str(source), "-o", str(output), "--model", model, "--device", "cuda"]) == 1
+    err = capsys.readouterr().err
+    assert err == "crdr: error: device 'cuda' is not available: torch sees no CUDA device (use cpu or auto)\n"
+    assert not output.exists()
+
+
+def test_device_cpu_and_auto_write_the_default_bytes(workspace, monkeypatch):
+    import torch
+
+    folder, model = workspace
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    outputs = {}
+    for device in (None, "cpu", "auto"):
+        target = folder / f"a-{device}.crdr"
+        assert main(["compress", str(folder / "a.png"), "-o", str(target), "--model", model]
+                    + ([] if device is None else ["--device", device])) == 0
+        outputs[device] = target.read_bytes()
+    assert outputs["cpu"] == outputs[None] == outputs["auto"]
+
+
+def test_an_unknown_device_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compress", "a.png", "--device", "tpu"])
+    assert exit_info.value.code == 2 and "invalid choice: 'tpu'" in capsys.readouterr().err

@@ -74,6 +74,8 @@ def coded_file(tmp_path_factory) -> Path:
         ["decompress", "{coded}", "-o", "{coded}.jpg"],
         ["compress"],
         ["compress", "a.png", "-q", "x"],
+        ["compress", "a.png", "--device", "tpu"],
+        ["decompress", "a.crdr", "--device", "tpu"],
         ["decompress", "a.crdr", "--beta"],
         ["nope"],
         [],
@@ -82,6 +84,7 @@ def coded_file(tmp_path_factory) -> Path:
         ["serve", "--port", "x"],
         ["serve", "--port", "70000"],
         ["serve", "--port", "0", "--max-pixels", "0"],
+        ["serve", "--device", "tpu"],
     ],
 )
 def test_help_version_info_and_argument_errors_load_no_torch(argv, coded_file):

@@ -193,3 +193,31 @@ def test_cli_eval_exits_zero_and_prints_the_bd_table(first_run, vectors_dir, tmp
     assert {row["image"] for row in rows} == {"img0.png", "img1.png"}
     assert main(["eval", str(data), "--no-crdr", "--metrics", "psnr,nope", "-o", str(tmp_path / "x")]) == 1
     assert "unknown metric 'nope'" in capsys.readouterr().err
+
+
+def test_an_unavailable_device_is_refused_before_any_work(tiny_model, tmp_path, monkeypatch):
+    import torch
+
+    data = _make_images(tmp_path / "data")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ParameterError, match="device 'cuda' is not available"):
+        evaluate.evaluate(data, tiny_model, report_dir=tmp_path / "report", device="cuda", **GRID, **QUIET)
+    assert not (tmp_path / "report").exists()
+
+
+def test_eval_codes_on_the_device_it_resolves(tiny_model, tmp_path, monkeypatch):
+    import torch
+
+    seen = []
+    encode_at, decode_container = codec.encode_at, codec.decode_container
+
+    def spy(function):
+        return lambda *args, device, **kwargs: seen.append(device) or function(*args, device=device, **kwargs)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(codec, "encode_at", spy(encode_at))
+    monkeypatch.setattr(codec, "decode_container", spy(decode_container))
+    data = _make_images(tmp_path / "data")
+    evaluate.evaluate(data, tiny_model, report_dir=tmp_path / "report", device="auto", limit=1,
+                      q_values="2", betas="0", baselines="none", metrics="psnr", **QUIET)
+    assert seen == [torch.device("cpu")] * 2

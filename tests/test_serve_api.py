@@ -328,3 +328,13 @@ def test_real_server_answers_on_an_ephemeral_loopback_port(workbench):
         assert url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(url + "api/config", timeout=10) as response:
             assert json.load(response)["model"]["name"] == "official-tiny"
+
+
+def test_an_unavailable_device_is_refused_when_the_workbench_starts(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    from crdr.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="device 'cuda' is not available"):
+        serve.Workbench(TINY_MODEL, device="cuda")

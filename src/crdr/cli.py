@@ -334,6 +334,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
     from crdr import codec, image_io
 
+    device = codec.resolve_device(args.device)
     model = codec.get_model(args.model)
     started, totals = time.perf_counter(), [0, 0]  # bits, pixels
 
@@ -341,7 +342,7 @@ def run_compress(args: argparse.Namespace) -> int:
         source = _read(job.source) if job.source is None else job.source
         if official:
             q = 2.0 if args.q is None else args.q
-            data = codec.compress_official(source, q=q, model=model)
+            data = codec.compress_official(source, q=q, model=model, device=device)
             width, height = image_io.load_image(source).rgb.shape[1::-1]
             result_q, notes = q, []
         else:
@@ -349,7 +350,7 @@ def run_compress(args: argparse.Namespace) -> int:
                 result = codec.encode(
                     source, q=args.q, target_bpp=args.target_bpp, target_size=args.target_size,
                     target_psnr=args.target_psnr, model=model, tile_size=args.tile_size,
-                    max_pixels=args.max_pixels, strip=args.strip, progress=progress,
+                    max_pixels=args.max_pixels, strip=args.strip, progress=progress, device=device,
                 )
             data, width, height, result_q, notes = result.data, result.width, result.height, result.q, result.notes
         _write(job.target, data, force=args.force)
@@ -378,6 +379,7 @@ def run_decompress(args: argparse.Namespace) -> int:
 
     from crdr import codec
 
+    device = codec.resolve_device(args.device)
     model = codec.get_model(args.model)
     started = time.perf_counter()
 
@@ -385,7 +387,8 @@ def run_decompress(args: argparse.Namespace) -> int:
         data = _read(job.source)
         with _tile_progress(job, len(jobs) == 1) as progress:
             image = codec.decompress(
-                data, beta=args.beta, model=model, max_pixels=args.max_pixels, format=args.format, progress=progress
+                data, beta=args.beta, model=model, max_pixels=args.max_pixels, format=args.format,
+                progress=progress, device=device,
             )
         notes = _save_image(job.target, image, force=args.force)
         for note in notes:
@@ -457,6 +460,15 @@ def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device`` of compress, decompress, eval and serve (resolved by ``codec.resolve_device``)."""
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda", "auto"), default="cpu",
+        help="where the analysis and synthesis transforms run: cpu (default), cuda, or auto (cuda if "
+        "available); entropy coding stays on the CPU, so a file decodes to the same latents anywhere",
+    )
+
+
 def _add_coded_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=bitstream.FORMATS, default="auto",
@@ -478,6 +490,7 @@ def _add_inputs_and_outputs(parser: argparse.ArgumentParser, inputs: str, output
     existing.add_argument(
         "--skip-existing", action="store_true", help="leave existing outputs alone and code the rest (a rerun resumes)"
     )
+    add_device(parser)
     parser.add_argument(
         "--keep-going", action="store_true",
         help="when a file fails, report it and go on; the failures are listed at the end (exit status 1)",

@@ -529,6 +529,7 @@ def evaluate(
     plots: bool = True,
     threads: int | None = None,
     notify: Callable[[str], None] | None = _print_notice,
+    device="cpu",
 ) -> EvaluationReport:
     """Evaluate ``model`` (a :class:`~crdr.models.crdr.CRDR`, a weights file or bundled name; or
     ``None`` for baselines only) and ``baselines`` on the images of ``dataset_dir``.
@@ -542,10 +543,15 @@ def evaluate(
     Unknown names raise :class:`ParameterError`; unavailable metrics and codecs are skipped
     with a notice (passed to ``notify`` and kept in ``report.notices``). ``threads`` sets torch's
     intra-op threads for the run (restored afterwards); on a busy machine 1 is often fastest.
-    ``plots=False`` skips the figures (the slowest part of a small run).
+    ``plots=False`` skips the figures (the slowest part of a small run). ``device``: where crdr's
+    analysis and synthesis transforms run (:func:`crdr.codec.resolve_device`); the estimated
+    bits come from a CPU forward pass whatever it is.
     """
     import torch
 
+    from crdr import codec
+
+    device = codec.resolve_device(device)
     if threads is not None and threads < 1:
         raise ParameterError(f"threads must be ≥ 1, got {threads}")
     previous = torch.get_num_threads()
@@ -555,14 +561,14 @@ def evaluate(
         return _evaluate(
             dataset_dir, model, q_values=q_values, betas=betas, baselines=baselines, metrics=metrics,
             fid_features=fid_features, report_dir=report_dir, limit=limit, paper=paper, tile_size=tile_size,
-            keep_files=keep_files, progress=progress, plots=plots, notify=notify,
+            keep_files=keep_files, progress=progress, plots=plots, notify=notify, device=device,
         )
     finally:
         torch.set_num_threads(previous)
 
 
 def _evaluate(dataset_dir, model, *, q_values, betas, baselines, metrics, fid_features, report_dir, limit,
-              paper, tile_size, keep_files, progress, plots, notify) -> EvaluationReport:
+              paper, tile_size, keep_files, progress, plots, notify, device) -> EvaluationReport:
     from crdr import baselines as baseline_module
     from crdr import bitstream, codec, image_io
     from crdr.paper_results import paper_curve
@@ -721,7 +727,7 @@ def _evaluate(dataset_dir, model, *, q_values, betas, baselines, metrics, fid_fe
                 np.save(reference_path(image), measure.features(rgb))
             for q in sorted({q for q, _, _ in work}):
                 tic = time.perf_counter()
-                data = codec.encode_at(source, q, crdr_model, tile_size)
+                data = codec.encode_at(source, q, crdr_model, tile_size, device=device)
                 encode_s = time.perf_counter() - tic
                 encoded += 1
                 estimate = estimated_bits(crdr_model, rgb, q)
@@ -729,7 +735,7 @@ def _evaluate(dataset_dir, model, *, q_values, betas, baselines, metrics, fid_fe
                 container = bitstream.unpack(data)
                 for _, beta, point in (p for p in work if p[0] == q):
                     tic = time.perf_counter()
-                    decoded_rgb = codec.decode_container(container, crdr_model, beta).rgb
+                    decoded_rgb = codec.decode_container(container, crdr_model, beta, device=device).rgb
                     decode_s = time.perf_counter() - tic
                     decoded += 1
                     record((image, CRDR, point), {
@@ -898,7 +904,7 @@ def run_eval(args: argparse.Namespace) -> int:
             args.dataset_dir, model_name, q_values=args.q, betas=args.beta, baselines=args.baselines,
             metrics=args.metrics, fid_features=args.fid_features, report_dir=args.output, limit=args.limit,
             paper=args.paper, tile_size=args.tile_size, keep_files=args.keep_files, progress=not args.quiet,
-            threads=args.threads, plots=not args.no_plots,
+            threads=args.threads, plots=not args.no_plots, device=args.device,
         )
     except WeightsError as error:
         if args.model is None:
@@ -920,6 +926,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``crdr eval`` to the CLI (see :data:`crdr.cli.EXTRA_COMMANDS`)."""
+    from crdr import cli
+
     parser = subparsers.add_parser(
         "eval", help="RD / realism evaluation of crdr and classical codecs on an image folder",
         description="Code every image at every grid point to real files, decode, measure, and write "
@@ -951,4 +959,5 @@ def register(subparsers) -> None:
                         help="torch intra-op threads (default: torch's; 1 is often fastest on a busy machine)")
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli.add_device(parser)
     parser.set_defaults(handler=run_eval)

@@ -252,11 +252,13 @@ class Workbench:
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         samples_dir: Path = SAMPLES_DIR,
+        device="cpu",
     ) -> None:
         if max_upload_bytes < 1 or max_pixels < 1:
             raise ParameterError("upload limits must be positive")
         from crdr import baselines, codec, metrics
 
+        self.device = codec.resolve_device(device)  # where g_a and g_s run
         self.model = codec.get_model(model)
         self.model_name = model_name
         self.max_upload_bytes = max_upload_bytes
@@ -389,7 +391,7 @@ class Workbench:
         def encode() -> Bitstream:
             started = time.perf_counter()
             with self._codec_lock:
-                data = codec.encode_at(image.source, q, self.model)
+                data = codec.encode_at(image.source, q, self.model, device=self.device)
                 image.encodes += 1
             return Bitstream(data, q, time.perf_counter() - started)
 
@@ -479,7 +481,8 @@ class Workbench:
             synthesis_started = time.perf_counter()
             with self._codec_lock:
                 result = codec.synthesize(
-                    codec.DecodedLatents(header, list(latents.tiles), latents.alpha), self.model, beta
+                    codec.DecodedLatents(header, list(latents.tiles), latents.alpha), self.model, beta,
+                    device=self.device,
                 )
                 image.decodes += 1
             synthesis_seconds = time.perf_counter() - synthesis_started
@@ -856,7 +859,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         workbench = Workbench(
             args.model, model_name=args.model or "default",
-            max_upload_bytes=args.max_upload_bytes, max_pixels=args.max_pixels,
+            max_upload_bytes=args.max_upload_bytes, max_pixels=args.max_pixels, device=args.device,
         )
         import torch
 
@@ -876,6 +879,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
+    from crdr import cli
+
     parser = subparsers.add_parser("serve", help="local web page: try q and beta, compare with JPEG/WebP/AVIF")
     parser.add_argument("--model", default=None, help="bundled model name or weights file (default: bundled 'default')")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -888,4 +893,5 @@ def register(subparsers) -> None:
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
         help=f"refuse images with more pixels (default {DEFAULT_MAX_PIXELS})",
     )
+    cli.add_device(parser)
     parser.set_defaults(handler=run_serve)
