@@ -59,3 +59,21 @@ def test_paper_rd_has_clic_and_div2k_with_fid_and_same_bpp_for_both_betas():
         assert all(row["FID"] > 0 for row in low)
     with pytest.raises(ParameterError):
         load_paper_rd("imagenet")
+
+
+def test_plot_image_grid_shows_every_cell_and_refuses_an_empty_grid(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from crdr.plot import plot_image_grid
+
+    red = np.zeros((16, 24, 3), np.uint8)
+    red[..., 0] = 255
+    rows = [[("original", red), ("β = 0", red)], [("q = 4", red), ("β = 5.12", red)]]
+    png, svg = plot_image_grid(rows, tmp_path / "grid", title="dial")
+    pixels = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    reddish = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
+    assert reddish.sum() > 4 * 16 * 24  # all four cells drawn (at 150 dpi they are larger than 16x24)
+    assert svg.read_text().count("<image") == 4
+    with pytest.raises(ParameterError):
+        plot_image_grid([], tmp_path / "none")

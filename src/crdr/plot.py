@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Sequence
 
 from crdr.errors import ParameterError
 
-__all__ = ["Curve", "plot_rd", "plot_distortion_realism", "LOWER_IS_BETTER"]
+__all__ = ["Curve", "plot_rd", "plot_distortion_realism", "plot_image_grid", "LOWER_IS_BETTER"]
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
 LOWER_IS_BETTER = frozenset({"LPIPS", "ST-LPIPS", "DISTS", "FID", "KID", "lpips", "st-lpips", "dists", "fid", "kid"})
@@ -155,4 +155,33 @@ def plot_distortion_realism(points: Iterable[Mapping[str, float]], path_stem: st
         axes.set_title(title)
     if any(key is not None for key in groups):
         axes.legend(fontsize="small")
+    return _save(figure, path_stem)
+
+
+def plot_image_grid(rows: Sequence[Sequence[tuple[str, object]]], path_stem: str | os.PathLike[str], *,
+                    title: str | None = None, cell_inches: float = 2.4) -> tuple[Path, Path]:
+    """A grid of images, one titled cell each: ``rows[r][c] = (title, (H, W, 3) uint8 array)``.
+
+    Why: the realism dial is seen, not read off a curve — the same file decoded at β = 0 and at
+    β = max, beside the original, at a low and a high rate (README). Pixels are shown unscaled
+    (``interpolation="nearest"``) so texture is not smoothed away.
+    """
+    if not rows or not all(rows):
+        raise ParameterError("plot_image_grid needs at least one non-empty row")
+    columns = max(len(row) for row in rows)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(cell_inches * columns, (cell_inches + 0.3) * len(rows) + (0.4 if title else 0)))
+    FigureCanvasAgg(figure)
+    for r, row in enumerate(rows):
+        for c, (label, pixels) in enumerate(row):
+            axes = figure.add_subplot(len(rows), columns, r * columns + c + 1)
+            axes.imshow(pixels, interpolation="nearest")
+            axes.set_title(label, fontsize="small")
+            axes.set_xticks([])
+            axes.set_yticks([])
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
     return _save(figure, path_stem)
