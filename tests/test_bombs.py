@@ -219,7 +219,7 @@ def test_allocation_failures_become_one_line_resource_errors(tiny_model, monkeyp
     def fail(*args, **kwargs):
         raise failure
 
-    monkeypatch.setattr(tiny_model, "synthesis", fail)
+    monkeypatch.setattr(codec, "_synthesis", fail)  # what the decoder runs for g_s
     with pytest.raises(ResourceError, match="not enough memory to decode a 16x16 image") as caught:
         codec.decompress(data, model=tiny_model)
     assert "\n" not in str(caught.value)
@@ -234,7 +234,7 @@ def test_other_runtime_errors_are_not_disguised_as_memory_errors(tiny_model, mon
     def fail(*args, **kwargs):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
-    monkeypatch.setattr(tiny_model, "synthesis", fail)
+    monkeypatch.setattr(codec, "_synthesis", fail)  # what the decoder runs for g_s
     with pytest.raises(RuntimeError, match="shapes"):
         codec.decompress(data, model=tiny_model)
 
