@@ -89,6 +89,7 @@ def test_progress_of_an_untiled_image_is_one_step(tiny_model):
     assert calls == [(1, 1), (1, 1)]
 
 
+@pytest.mark.slow
 def test_target_size_never_exceeds_and_lands_close(tiny_model):
     rgb = _photo(128, 96)
     smallest = len(codec.compress(rgb, q=0.0, model=tiny_model))
@@ -150,6 +151,7 @@ else:
 """
 
 
+@pytest.mark.slow
 def test_decode_ignores_thread_count(tmp_path, vectors_dir):
     weights = str(vectors_dir / "official_tiny.pth.tar")
 
@@ -169,6 +171,7 @@ def _with_crc(body: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+@pytest.mark.slow
 def test_hostile_files_raise_crdr_errors_never_crash(tiny_model):
     """Seeded mutations of a valid file, CRC fixed up so payload damage reaches the rANS decoder."""
     rng = random.Random(1234)
@@ -203,6 +206,7 @@ def _mutate_and_decode(tiny_model, rng: random.Random, body: bytes, outcomes: di
             outcomes["error"] += 1
 
 
+@pytest.mark.slow
 def test_official_files_with_damaged_payloads_do_not_crash(tiny_model, vectors_dir):
     rng = random.Random(99)
     valid = (vectors_dir / "q1.5.bin").read_bytes()
@@ -264,6 +268,7 @@ def test_version_1_files_decode_to_the_same_pixels_as_version_2(tiny_model, monk
     assert not np.array_equal(wrong, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("q", [0.0, 4.0])
 def test_file_payload_is_within_half_a_percent_of_the_estimated_bits(q):
     """The entropy coder's overhead (issue 3: real payload bits ≤ 1.005 × −Σ log2 p) on a full

@@ -4,11 +4,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from crdr.train import checkpoint as checkpoints
 
 
+@pytest.mark.slow
 def test_two_ranks_under_torchrun_end_with_identical_weights(tmp_path):
     run = tmp_path / "run"
     command = [

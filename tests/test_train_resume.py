@@ -56,6 +56,7 @@ def assert_same_tensors(a, b, path=""):
 STEPS = ["steps=6", "checkpoint_every=2", "perceptual_weight=0.1"]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reaches_the_weights_of_an_uninterrupted_run(tmp_path):
     killed = tmp_path / "killed"
     process = spawn(killed, *STEPS)
@@ -131,6 +132,7 @@ def test_resume_refuses_to_change_what_the_run_computes(tmp_path, capsys):
     assert checkpoints.find_checkpoints(run)[-1][0] == 3
 
 
+@pytest.mark.slow
 def test_a_run_shortened_on_resume_decays_its_learning_rate_like_one_planned_that_way(tmp_path):
     sets = ["perceptual_weight=0", "checkpoint_every=1"]
     extra = sum([["--set", s] for s in sets], [])
