@@ -27,12 +27,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from machine import cpu_model
 
 KODAK = Path("/work/shared/data/kodak")
 REQUIRED_RATIO = 1.005
@@ -44,16 +45,6 @@ def _payload_bits(data: bytes) -> int:
 
     container = bitstream.unpack(data)
     return 8 * sum(len(s.data) for s in container.segments if s.kind in (SegmentKind.Z, SegmentKind.Y))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _psnr(reference, decoded) -> float:
@@ -146,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     overall = summary(rows)
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     load_end = os.getloadavg()
-    machine = (f"{_cpu_name()}, {len(os.sched_getaffinity(0))} usable CPUs, "
+    machine = (f"{cpu_model()}, {len(os.sched_getaffinity(0))} usable CPUs, "
                f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; load average "
                f"{load_start[0]:.2f} at start, {load_end[0]:.2f} at end")
     lines = [
