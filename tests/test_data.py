@@ -113,6 +113,30 @@ def test_verify_skips_unreadable_images_with_a_warning(tmp_path):
     assert [p.name for p in dataset.paths] == ["good.png"]
 
 
+def test_exclude_holds_a_sub_folder_out_of_the_training_set(tmp_path):
+    write_image(tmp_path / "train" / "a.png", 16, 16)
+    write_image(tmp_path / "held" / "b.png", 16, 16)
+    write_image(tmp_path / "held-not" / "c.png", 16, 16)
+    dataset = ImageFolderDataset(tmp_path, crop=16, exclude=tmp_path / "held")
+    assert [p.name for p in dataset.paths] == ["c.png", "a.png"]
+
+
+def test_training_never_sees_the_validation_folder(tmp_path):
+    import dataclasses
+
+    from crdr.train.config import train_preset
+    from crdr.train.loop import make_datasets
+
+    write_image(tmp_path / "train" / "a.png", 64, 64)
+    write_image(tmp_path / "val" / "b.png", 64, 64)
+    config = dataclasses.replace(train_preset("tiny-stage1"), data_root=str(tmp_path),
+                                 validation_root=str(tmp_path / "val"), crop=64, validation_images=1,
+                                 validation_crop=64, synthetic_images=0)
+    dataset, images = make_datasets(config)
+    assert [p.name for p in dataset.paths] == ["a.png"]
+    assert images.shape == (1, 3, 64, 64)
+
+
 def test_sample_key_fixes_the_crop_and_flip(tmp_path):
     write_image(tmp_path / "a.png", 64, 48)
     dataset = ImageFolderDataset(tmp_path, crop=16)

@@ -144,6 +144,9 @@ class ImageFolderDataset(Dataset):
     Unreadable files: the scan only looks at file names (1.1 M OpenImages headers would take long
     to open); a file that cannot be decoded raises :class:`ImageError` naming it when loaded. With
     ``verify=True`` every file is opened at scan time and unreadable ones are skipped with a warning.
+
+    ``exclude``: a folder whose images are held out (the validation folder when it lies inside the
+    training root, so validation never scores images the model was trained on).
     """
 
     accepts_sample_keys = True
@@ -154,11 +157,15 @@ class ImageFolderDataset(Dataset):
         crop: int | Sequence[int] | None = 256,
         augment: bool = True,
         verify: bool = False,
+        exclude: str | os.PathLike[str] | None = None,
     ) -> None:
         self.root = Path(root)
         self.crop = None if crop is None else _pair(crop)
         self.augment = augment
         paths = find_images(self.root)
+        if exclude is not None:
+            held_out = Path(exclude).resolve()
+            paths = [path for path in paths if not path.resolve().is_relative_to(held_out)]
         if verify:
             paths = [path for path in paths if _readable(path)]
         if not paths:

@@ -363,7 +363,7 @@ def make_datasets(config: TrainConfig) -> tuple[Any, Tensor]:
     if config.synthetic_images > 0:
         dataset = SyntheticImageDataset(config.synthetic_images, config.crop, seed=config.seed)
     elif config.data_root:
-        dataset = ImageFolderDataset(config.data_root, crop=config.crop)
+        dataset = ImageFolderDataset(config.data_root, crop=config.crop, exclude=config.validation_root or None)
     else:
         raise ParameterError("no training data: --set data_root=DIR (or synthetic_images=N)")
     root = config.validation_root or (config.data_root if config.synthetic_images == 0 else "")
