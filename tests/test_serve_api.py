@@ -189,6 +189,17 @@ def test_target_size_search_fits_the_budget(client, image_id):
     assert too_small.status_code == 400 and "smallest" in too_small.json()["detail"]
 
 
+def test_beta_is_checked_and_rounded_once_for_the_cache_key_and_the_download_name(client, workbench, image_id):
+    from crdr.errors import ParameterError
+
+    assert workbench.checked_beta(1.234567) == 1.2346
+    with pytest.raises(ParameterError, match="beta"):
+        workbench.checked_beta(6)
+    params = {"image": image_id, "q": 1.25, "beta": 0.50004, "download": 1}
+    response = client.get("/api/recon.png", params=params)
+    assert response.headers["content-disposition"].endswith('_q1.25_beta0.5.png"')
+
+
 def test_out_of_range_or_missing_parameters_are_refused(client, image_id):
     for params in ({"q": 4.5}, {"q": -1}, {"q": "nan"}):
         response = client.post("/api/encode", params={"image": image_id, **params})

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from crdr.errors import CrdrError, FormatError, ImageError, ParameterError
+from crdr.size_search import largest_fitting
 
 __all__ = [
     "CodecUnavailable",
@@ -264,28 +265,21 @@ def encode_to_size(codec: Codec | str, rgb: np.ndarray, max_bytes: int) -> tuple
     """The highest-quality encoding of ``rgb`` that fits in ``max_bytes``: ``(quality, data)``,
     or ``None`` if even ``codec.min_quality`` is larger.
 
-    Bisection over the integer range ``min_quality..max_quality`` (about 7 encodes), which
-    assumes size grows with quality. Where a codec's size is not perfectly monotonic the result
-    may be a quality or two below the best that fits, but the returned data is always one that
-    was measured to fit: the budget is never exceeded.
+    Bisection over the integer range ``min_quality..max_quality`` (about 7 encodes, by
+    :func:`crdr.size_search.largest_fitting`), which assumes size grows with quality. Where a
+    codec's size is not perfectly monotonic the result may be a quality or two below the best
+    that fits, but the returned data is always one that was measured to fit: the budget is never
+    exceeded.
     """
     codec = get_codec(codec) if isinstance(codec, str) else codec
     if isinstance(max_bytes, bool) or int(max_bytes) != max_bytes or max_bytes < 0:
         raise ParameterError(f"max_bytes must be a non-negative integer, got {max_bytes!r}")
     rgb = _check_rgb(rgb)
-    low, high = codec.min_quality, codec.max_quality
-    best = codec.encode(rgb, low)
-    if len(best) > max_bytes:
-        return None
-    top = codec.encode(rgb, high)
-    if len(top) <= max_bytes:
-        return high, top
-    # Invariant: `low` fits (its data is `best`), `high` does not.
-    while high - low > 1:
-        middle = (low + high) // 2
-        data = codec.encode(rgb, middle)
-        if len(data) <= max_bytes:
-            low, best = middle, data
-        else:
-            high = middle
-    return low, best
+    files: dict[int, bytes] = {}
+
+    def size_of(quality: int) -> int:
+        files[quality] = codec.encode(rgb, quality)
+        return len(files[quality])
+
+    quality = largest_fitting(size_of, codec.min_quality, codec.max_quality, max_bytes)
+    return None if quality is None else (quality, files[quality])
