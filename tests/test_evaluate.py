@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from PIL import Image
 from crdr import codec, evaluate, image_io
 from crdr.baselines import get_codec
 from crdr.errors import CrdrError, ParameterError
+from crdr.evaluate import plan, report, store
 
 SIZES = ((64, 48), (70, 50), (48, 64))  # width, height: one needs padding in both directions
 GRID = {"q_values": "0,4", "betas": "0,5.12", "baselines": "jpeg-420", "metrics": "psnr,stlpips"}
@@ -98,7 +102,7 @@ def test_rerun_reuses_rows_and_recomputes_only_missing_ones(first_run, tiny_mode
     rows = _rows(csv_path)
     kept = [row for row in rows if not (row["image"] == "img2.png" and row["point"] == "q=4 beta=5.12")]
     assert len(kept) == len(rows) - 1
-    evaluate._write_rows(csv_path, kept)
+    store.write_rows(csv_path, kept)
     resumed = evaluate.evaluate(data, tiny_model, report_dir=report_dir, **GRID, **QUIET)
     assert (resumed.encoded, resumed.decoded) == (1, 1)
     assert len(_rows(csv_path)) == len(rows)
@@ -110,7 +114,7 @@ def test_results_of_another_model_in_the_report_folder_are_refused(first_run, ti
     for row in rows:
         if row["codec"] == "crdr":
             row["model"] = "0123456789abcdef"
-    evaluate._write_rows(tmp_path / evaluate.PER_IMAGE_CSV, rows)
+    store.write_rows(tmp_path / evaluate.PER_IMAGE_CSV, rows)
     with pytest.raises(CrdrError, match="another model"):
         evaluate.evaluate(data, tiny_model, report_dir=tmp_path, **GRID, **QUIET)
 
@@ -173,9 +177,9 @@ def test_grid_syntax():
 
 def test_pareto_drops_points_no_better_than_a_smaller_file():
     points = [{"bpp": 0.1, "PSNR": 25.0}, {"bpp": 0.2, "PSNR": 24.0}, {"bpp": 0.3, "PSNR": 27.0}]
-    assert [p["bpp"] for p in evaluate._pareto(points, "PSNR", False)] == [0.1, 0.3]
+    assert [p["bpp"] for p in report.pareto(points, "PSNR", False)] == [0.1, 0.3]
     lpips = [{"bpp": 0.1, "LPIPS": 0.3}, {"bpp": 0.2, "LPIPS": 0.31}, {"bpp": 0.3, "LPIPS": 0.2}]
-    assert [p["bpp"] for p in evaluate._pareto(lpips, "LPIPS", True)] == [0.1, 0.3]
+    assert [p["bpp"] for p in report.pareto(lpips, "LPIPS", True)] == [0.1, 0.3]
 
 
 def test_cli_eval_exits_zero_and_prints_the_bd_table(first_run, vectors_dir, tmp_path, capsys):
@@ -221,3 +225,23 @@ def test_eval_codes_on_the_device_it_resolves(tiny_model, tmp_path, monkeypatch)
     evaluate.evaluate(data, tiny_model, report_dir=tmp_path / "report", device="auto", limit=1,
                       q_values="2", betas="0", baselines="none", metrics="psnr", **QUIET)
     assert seen == [torch.device("cpu")] * 2
+
+
+def test_eval_help_loads_no_torch_or_numpy():
+    probe = (
+        "import sys\n"
+        "from crdr.cli import main\n"
+        "try:\n    main(['eval', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(name for name in ('torch', 'numpy', 'PIL', 'scipy') if name in sys.modules), file=sys.stderr)"
+    )
+    source = Path(__file__).resolve().parents[1] / "src"
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                               env={"PYTHONPATH": str(source), "PATH": "/usr/bin:/bin"})
+    assert "dataset_dir" in completed.stdout
+    assert completed.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_fid_feature_names_are_the_extractors_of_crdr_metrics():
+    from crdr import metrics
+
+    assert plan.FID_FEATURES == tuple(metrics.FEATURE_EXTRACTORS)

@@ -183,6 +183,25 @@ def test_kid_is_near_zero_for_same_distribution_and_larger_for_shifted():
     assert shifted > 10 * abs(same)
 
 
+def test_kid_of_two_points_each_is_the_hand_computed_mmd():
+    # k(x, y) = (xy + 1)³ for D = 1; both sets are smaller than the subset size, so every
+    # subset is the whole set: (k(0,1)·2 + k(1,2)·2) / 2 − 2·mean(1, 1, 8, 27) = 28 − 18.5.
+    kid, kid_std = kid_from_features(np.array([[0.0], [1.0]]), np.array([[1.0], [2.0]]), subsets=3)
+    assert kid == pytest.approx(9.5, rel=1e-12) and kid_std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kid_of_sets_smaller_than_the_subset_size_does_not_depend_on_the_seed():
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(7, 4)), rng.normal(size=(7, 4))
+    assert kid_from_features(real, fake, subsets=4, seed=0)[0] == pytest.approx(
+        kid_from_features(real, fake, subsets=4, seed=5)[0], rel=1e-12)
+
+
+def test_fid_of_one_dimensional_features_is_mean_and_deviation_gap():
+    # Means 1 and 2, variances 2 and 8: (1 − 2)² + (√2 − √8)² = 1 + 2.
+    assert fid_from_features(np.array([[0.0], [2.0]]), np.array([[0.0], [4.0]])) == pytest.approx(3.0, rel=1e-12)
+
+
 def test_fid_kid_with_offline_extractor_is_labelled_alexnet_stlpips():
     patches = hific_patches(_random_image(128, 128), patch=64)  # 4 + 1 patches
     result = fid_kid(patches, patches[::-1].copy(), "alexnet-stlpips", kid_subsets=5)

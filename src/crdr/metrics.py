@@ -4,7 +4,8 @@ What: PSNR, MS-SSIM, ST-LPIPS, LPIPS, DISTS on one image pair at a time, and FID
 256×256 patches cut with the HiFiC protocol (spec §15).
 Why: the published numbers (``rd_results/*.csv`` of the official repository) are means over images
 of these per-image values, so every function here returns one number for one pair and callers
-average.
+average. The patches and the feature extractors are ours; the FID/KID arithmetic on their features
+is torch-fidelity's (imported when FID/KID are computed), so it is the published implementation.
 
 Images are 8-bit RGB: a ``numpy`` array ``(H, W, 3) uint8``, or a tensor ``(3, H, W)`` /
 ``(1, 3, H, W)`` that is either ``uint8`` or float in ``[0, 1]``. Float tensors are rounded to
@@ -648,38 +649,32 @@ def _features(features: np.ndarray, what: str) -> np.ndarray:
     return array
 
 
-def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
-    """Fréchet distance between Gaussian fits of two ``(N, D)`` feature sets.
-
-    ``‖μ_r − μ_f‖² + tr(Σ_r + Σ_f − 2 (Σ_r Σ_f)^½)`` with ``scipy.linalg.sqrtm``. As in
-    pytorch-fid, a non-finite square root is retried with ``1e-6·I`` added to both covariances,
-    and a numerically complex result keeps its real part unless the imaginary part of its diagonal
-    exceeds 1e-3 (then the fit is meaningless, usually because N is far below D).
-    """
-    from scipy import linalg
-
-    real, fake = _features(real, "FID real"), _features(fake, "FID fake")
+def _feature_pair(real: np.ndarray, fake: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature sets as float64 ``(N ≥ 2, D)`` arrays of the same ``D``, or ParameterError."""
+    real, fake = _features(real, f"{metric} real"), _features(fake, f"{metric} fake")
     if real.shape[1] != fake.shape[1]:
-        raise ParameterError(f"FID: feature sizes differ ({real.shape[1]} vs {fake.shape[1]})")
-    mu_real, mu_fake = real.mean(axis=0), fake.mean(axis=0)
-    sigma_real = np.atleast_2d(np.cov(real, rowvar=False))
-    sigma_fake = np.atleast_2d(np.cov(fake, rowvar=False))
-    with warnings.catch_warnings():
-        # Singular covariances (N ≤ D) are expected with few patches; handled just below.
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(sigma_real @ sigma_fake)
-        if not np.all(np.isfinite(covmean)):
-            offset = np.eye(sigma_real.shape[0]) * 1e-6
-            covmean = linalg.sqrtm((sigma_real + offset) @ (sigma_fake + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0.0, atol=1e-3):
-            raise CrdrError(
-                f"FID: covariance square root is complex (max imaginary {np.abs(covmean.imag).max():.3g}); "
-                f"use more patches than feature dimensions (N={len(real)}, D={real.shape[1]})"
-            )
-        covmean = covmean.real
-    diff = mu_real - mu_fake
-    value = diff @ diff + np.trace(sigma_real) + np.trace(sigma_fake) - 2.0 * np.trace(covmean)
+        raise ParameterError(f"{metric}: feature sizes differ ({real.shape[1]} vs {fake.shape[1]})")
+    return real, fake
+
+
+def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
+    """Fréchet distance between Gaussian fits of two ``(N, D)`` feature sets:
+    ``‖μ_r − μ_f‖² + tr(Σ_r + Σ_f − 2 (Σ_r Σ_f)^½)``, computed by torch-fidelity
+    (``fid_features_to_statistics``, ``fid_statistics_to_metric``).
+
+    torch-fidelity takes ``tr (Σ_r Σ_f)^½`` as the sum of the real parts of the square roots of the
+    eigenvalues of ``Σ_r Σ_f`` (no ``sqrtm``), so the singular covariances of few patches (N ≤ D)
+    give a number rather than an error; such a number is a poor estimate all the same. Added here:
+    the input checks, ``D = 1`` (numpy's covariance is then 0-d) and the floor at 0 below.
+    """
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+
+    real, fake = _feature_pair(real, fake, "FID")
+    statistics = []
+    for features in (real, fake):
+        fit = fid_features_to_statistics(torch.from_numpy(features))
+        statistics.append({"mu": fit["mu"], "sigma": np.atleast_2d(fit["sigma"])})
+    value = fid_statistics_to_metric(*statistics, verbose=False)[KEY_METRIC_FID]
     # FID is a squared distance; a negative value can only be rounding (identical sets).
     return float(max(value, 0.0))
 
@@ -687,29 +682,27 @@ def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
 def kid_from_features(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000,
                       seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance (Bińkowski et al., 2018): mean and std over random subsets of
-    the unbiased MMD² with the polynomial kernel ``k(x, y) = (xᵀy / D + 1)³``.
+    the unbiased MMD² with the polynomial kernel ``k(x, y) = (xᵀy / D + 1)³``, computed by
+    torch-fidelity (``kid_features_to_metric``).
 
     Each subset draws ``min(subset_size, N_real, N_fake)`` rows of each set without replacement
-    with a seeded generator, so results are reproducible.
+    (torch-fidelity refuses a subset larger than a set, so the smaller size is passed as its
+    ``kid_subset_size``), from ``numpy.random.RandomState(seed)``, so results are reproducible.
+    When both sets have no more rows than that, every subset is a whole set and the result does
+    not depend on the seed.
     """
-    real, fake = _features(real, "KID real"), _features(fake, "KID fake")
-    if real.shape[1] != fake.shape[1]:
-        raise ParameterError(f"KID: feature sizes differ ({real.shape[1]} vs {fake.shape[1]})")
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+    real, fake = _feature_pair(real, fake, "KID")
     if subsets < 1:
         raise ParameterError(f"KID: subsets must be ≥ 1, got {subsets}")
-    m = min(subset_size, len(real), len(fake))
-    dim = real.shape[1]
-    rng = np.random.default_rng(seed)
-    values = np.empty(subsets)
-    for index in range(subsets):
-        x = real[rng.choice(len(real), m, replace=False)]
-        y = fake[rng.choice(len(fake), m, replace=False)]
-        k_xx = (x @ x.T / dim + 1.0) ** 3
-        k_yy = (y @ y.T / dim + 1.0) ** 3
-        k_xy = (x @ y.T / dim + 1.0) ** 3
-        within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
-        values[index] = within - 2.0 * k_xy.mean()
-    return float(values.mean()), float(values.std())
+    if subset_size < 2:
+        raise ParameterError(f"KID: subset_size must be ≥ 2, got {subset_size}")
+    result = kid_features_to_metric(
+        torch.from_numpy(real), torch.from_numpy(fake), kid_subsets=subsets,
+        kid_subset_size=min(subset_size, len(real), len(fake)), rng_seed=seed, verbose=False,
+    )
+    return float(result[KEY_METRIC_KID_MEAN]), float(result[KEY_METRIC_KID_STD])
 
 
 @dataclass(frozen=True)
