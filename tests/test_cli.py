@@ -4,6 +4,7 @@ stdin/stdout; output formats by suffix; arguments refused where they enter."""
 
 from __future__ import annotations
 
+import argparse
 import functools
 import io
 import json
@@ -16,6 +17,7 @@ from PIL import Image
 
 from crdr import bitstream, cli
 from crdr.cli import main
+from crdr.errors import ParameterError
 
 
 @pytest.fixture()
@@ -409,6 +411,19 @@ def test_a_failed_write_names_the_users_path_not_the_temporary(workspace, capsys
     assert main(["compress", str(folder / "a.png"), "--model", model]) == 1
     err = _error(capsys)
     assert f"cannot write {folder / 'a.crdr'}: No space left on device" in err and ".tmp" not in err
+
+
+@pytest.mark.parametrize("error, line, status", [
+    (ParameterError("q must be in [0, 4], got 9"), "crdr: error: q must be in [0, 4], got 9\n", 1),
+    (FileNotFoundError(2, "No such file or directory", "x.png"), "crdr: error: No such file or directory: x.png\n", 1),
+    (KeyboardInterrupt(), "crdr: interrupted\n", 130),
+])
+def test_a_handler_error_is_one_line_and_an_exit_status(capsys, error, line, status):
+    def handler(args):
+        raise error
+
+    assert cli.run_handler(argparse.Namespace(handler=handler)) == status
+    assert capsys.readouterr().err == line
 
 
 # -- arguments are refused where they enter -------------------------------------------------------

@@ -105,6 +105,24 @@ def test_the_crdr_cli_has_the_train_and_export_commands(capsys):
     assert cli_main(["export", "/nonexistent-run", "-o", "/tmp/never.safetensors"]) == 1
 
 
+def test_the_stand_alone_command_reports_errors_as_the_crdr_cli_does(tmp_path, capsys, monkeypatch):
+    from crdr.cli import main as cli_main
+    from crdr.train import export
+
+    argv = ["export", str(tmp_path / "missing-run"), "-o", str(tmp_path / "never.safetensors")]
+    assert main(argv) == 1
+    alone = capsys.readouterr().err
+    assert cli_main(argv) == 1
+    assert alone == capsys.readouterr().err == f"crdr: error: run directory {tmp_path / 'missing-run'} does not exist\n"
+
+    def unreadable(*args, **kwargs):  # an I/O error is one line too, not a traceback
+        raise PermissionError(13, "Permission denied", str(tmp_path / "run"))
+
+    monkeypatch.setattr(export, "export", unreadable)
+    assert main(argv) == 1
+    assert capsys.readouterr().err == f"crdr: error: Permission denied: {tmp_path / 'run'}\n"
+
+
 def test_small_stage3_has_its_own_rate_weights_and_the_paper_keeps_its_own():
     from crdr.train.config import _STAGE3_LAMBDA_A, _SMALL_STAGE3_LAMBDA_A
 

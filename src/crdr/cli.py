@@ -1,7 +1,8 @@
 """Command-line interface: ``crdr compress | decompress | info | train | export | eval | serve``.
 
 Bad input never produces a traceback: every :class:`~crdr.errors.CrdrError` (and I/O error on
-the user's files) becomes one line on stderr and exit status 1 (:func:`error_line`).
+the user's files) becomes one line on stderr and exit status 1 (:func:`run_handler`, used by every
+command and by ``python -m crdr.train.command``).
 
 Nothing is lost: before any coding starts, a run is planned (:func:`plan_jobs`) and checked
 (:func:`check_jobs`): an output that is one of the inputs (same path, symlink or hard link) is
@@ -41,6 +42,25 @@ def error_line(error: BaseException) -> str:
     if isinstance(error, OSError):
         return f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
     return str(error)
+
+
+def print_error(line: str) -> None:
+    """``crdr: error: <line>`` on stderr."""
+    print(f"crdr: error: {line}", file=sys.stderr)
+
+
+def run_handler(args: argparse.Namespace) -> int:
+    """Run a parsed command (``args.handler``) and return its exit status: a user-facing error
+    (CrdrError, OSError) is one line on stderr and 1, Ctrl+C is ``crdr: interrupted`` and 130.
+    Every entry point runs its commands through here (``crdr``, ``python -m crdr.train.command``)."""
+    try:
+        return int(args.handler(args) or 0)
+    except (CrdrError, OSError) as error:
+        print_error(error_line(error))
+        return 1
+    except KeyboardInterrupt:
+        print("crdr: interrupted", file=sys.stderr)
+        return 130
 
 
 # -- planning a run: inputs, outputs, and every check that can be made before coding -------------
@@ -210,7 +230,7 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], None], *, keep_going: bool) 
                 line = f"{job.label}: {line}"
             if not keep_going:
                 raise CrdrError(line) from error
-            print(f"crdr: error: {line}", file=sys.stderr)
+            print_error(line)
             failed.append(job.label)
             continue
         done += 1
@@ -235,7 +255,7 @@ def _finish(summary: RunSummary, jobs: list[Job], line: str) -> int:
         return 0
     names = ", ".join(summary.failed[:10])
     more = f" and {len(summary.failed) - 10} more" if len(summary.failed) > 10 else ""
-    print(f"crdr: error: {len(summary.failed)} of {len(jobs)} files failed: {names}{more}", file=sys.stderr)
+    print_error(f"{len(summary.failed)} of {len(jobs)} files failed: {names}{more}")
     return 1
 
 
@@ -571,12 +591,4 @@ def _command_of(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command_of(argv))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except (CrdrError, OSError) as error:
-        print(f"crdr: error: {error_line(error)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("crdr: interrupted", file=sys.stderr)
-        return 130
+    return run_handler(parser.parse_args(argv))

@@ -20,7 +20,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from crdr.errors import CrdrError, ParameterError
+from crdr.cli import run_handler
+from crdr.errors import ParameterError
 from crdr.train.rundir import command_line
 
 __all__ = ["main", "register", "run_export", "run_train"]
@@ -102,18 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m crdr.train.command``); errors print one line."""
+    """Stand-alone entry point (``python -m crdr.train.command``); errors print one line
+    (:func:`crdr.cli.run_handler`)."""
     args = build_parser().parse_args(argv)
     if argv is not None:
         args.command_line = command_line(["python -m crdr.train.command", *argv])
-    try:
-        return int(args.handler(args) or 0)
-    except CrdrError as error:
-        print(f"crdr: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("crdr: interrupted", file=sys.stderr)
-        return 130
+    return run_handler(args)
 
 
 if __name__ == "__main__":
