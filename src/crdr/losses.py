@@ -16,10 +16,6 @@ BCE-with-logits with mean reduction over every logit, as the authors' ``VanillaG
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crdr import perceptual
 from crdr.errors import ParameterError, WeightsError
+from crdr.perceptual import ALEXNET_FILE
 
 __all__ = [
     "GanLoss",
@@ -36,7 +34,6 @@ __all__ = [
     "gan_loss",
     "hific_rate_loss",
     "mse_loss",
-    "ALEXNET_WEIGHTS_FILE",
     "GAN_LOSS_NAMES",
     "PERCEPTUAL_KINDS",
 ]
@@ -107,123 +104,6 @@ def mse_loss(x_hat: Tensor, x: Tensor) -> Tensor:
 
 PERCEPTUAL_KINDS = ("stlpips-alex", "lpips-alex")
 
-# torchvision's file name for AlexNet_Weights.IMAGENET1K_V1 (the backbone of LPIPS(net='alex')).
-ALEXNET_WEIGHTS_FILE = "alexnet-owt-7be5be79.pth"
-
-
-def _default_alexnet_weights() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS_FILE
-
-
-def _import_stlpips() -> types.ModuleType:
-    """Import ``stlpips_pytorch.stlpips`` offline.
-
-    stlpips-pytorch 0.0.2 imports ``torchsummary`` (and ``IPython``) at module level without using them
-    in the metric; neither is a dependency of the wheel. Stand-in modules are inserted only while
-    importing and only if the real ones are missing, then removed again.
-    """
-    stubs = {}
-    for name, attribute in (("torchsummary", "summary"), ("IPython", "embed")):
-        if name in sys.modules:
-            continue
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            stub = types.ModuleType(name)
-            setattr(stub, attribute, _unavailable(name))
-            stubs[name] = stub
-    sys.modules.update(stubs)
-    try:
-        return importlib.import_module("stlpips_pytorch.stlpips")
-    except ImportError as error:
-        raise WeightsError(f"stlpips-pytorch is not importable ({error}); pip install stlpips-pytorch") from None
-    finally:
-        for name, stub in stubs.items():
-            if sys.modules.get(name) is stub:
-                del sys.modules[name]
-
-
-def _unavailable(name: str) -> Callable[..., None]:
-    def call(*args: object, **kwargs: object) -> None:
-        raise ImportError(f"{name} is not installed")
-
-    return call
-
-
-def _build_stlpips_alex() -> nn.Module:
-    """ST-LPIPS(alex), shift-tolerant variant; all weights ship in the stlpips-pytorch wheel."""
-    stlpips = _import_stlpips()
-    path = Path(stlpips.__file__).parent / "weights" / "vST0.0" / "alex_shift_tolerant.pth"
-    # pretrained=False: we load the bundled file ourselves, strictly checked, instead of the
-    # package's silent strict=False load.
-    network = stlpips.LPIPS(pretrained=False, net="alex", variant="shift_tolerant", verbose=False)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as error:
-        raise WeightsError(f"cannot read the ST-LPIPS weights {path}: {error}") from None
-    _load_checked(network, state, str(path))
-    return network
-
-
-def _build_lpips_alex(alexnet_weights: str | Path | None) -> nn.Module:
-    """LPIPS(net='alex') v0.1 without any download.
-
-    The linear layers ship in the lpips wheel; the AlexNet backbone is torchvision's ImageNet file,
-    which is read from ``alexnet_weights`` (default: torch hub's checkpoint folder).
-    """
-    path = Path(alexnet_weights) if alexnet_weights is not None else _default_alexnet_weights()
-    if not path.is_file():
-        raise WeightsError(
-            f"LPIPS(alex) needs torchvision's AlexNet weights: put {ALEXNET_WEIGHTS_FILE} at {path} "
-            f"(or pass its path / set TORCH_HOME), or use the 'stlpips-alex' perceptual loss"
-        )
-    try:
-        import lpips
-    except ImportError as error:
-        raise WeightsError(f"lpips is not importable ({error}); pip install lpips") from None
-    try:
-        source = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as error:
-        raise WeightsError(f"cannot read AlexNet weights {path}: {error}") from None
-    with warnings.catch_warnings():
-        # pnet_rand=True builds a randomly initialised backbone (no download); torchvision warns
-        # that the legacy `pretrained=False` argument it receives is deprecated.
-        warnings.simplefilter("ignore", UserWarning)
-        network = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
-    # lpips slices torchvision's `features` Sequential keeping the indices: net.slice{s}.{i}.* is
-    # features.{i}.*.
-    backbone = {}
-    for key in network.net.state_dict():
-        _, rest = key.split(".", 1)
-        name = f"features.{rest}"
-        if name not in source:
-            raise WeightsError(f"{path} has no {name}; is it torchvision's AlexNet file?")
-        backbone[key] = source[name]
-    _load_checked(network.net, backbone, str(path))
-    return network
-
-
-def _load_checked(module: nn.Module, state: dict[str, Tensor], origin: str) -> None:
-    expected = module.state_dict()
-    for key, value in state.items():
-        if key in expected and expected[key].shape != value.shape:
-            raise WeightsError(
-                f"{origin}: {key} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
-            )
-    result = module.load_state_dict(state, strict=False)
-    # `lins.k.*` are second names of the `lin{k}.*` parameters (the same tensors); the scaling
-    # layer's constants are set by the constructor.
-    missing = [
-        key
-        for key in result.missing_keys
-        if not key.startswith(("lins.", "scaling_layer."))
-    ]
-    if missing or result.unexpected_keys:
-        raise WeightsError(
-            f"{origin} does not match the network: missing {missing[:3]}, "
-            f"unexpected {result.unexpected_keys[:3]}"
-        )
-
 
 class PerceptualLoss(nn.Module):
     """Learned perceptual distance, batch mean, with a frozen network.
@@ -249,16 +129,19 @@ class PerceptualLoss(nn.Module):
     def __init__(self, kind: str, alexnet_weights: str | Path | None = None) -> None:
         super().__init__()
         if kind == "stlpips-alex":
-            network = _build_stlpips_alex()
+            network = perceptual.build_stlpips_alex()
         elif kind == "lpips-alex":
-            network = _build_lpips_alex(alexnet_weights)
+            path = Path(alexnet_weights) if alexnet_weights is not None else perceptual.hub_checkpoint(ALEXNET_FILE)
+            if not path.is_file():
+                raise WeightsError(
+                    f"LPIPS(alex) needs torchvision's AlexNet weights: put {ALEXNET_FILE} at {path} "
+                    f"(or pass its path / set TORCH_HOME), or use the 'stlpips-alex' perceptual loss"
+                )
+            network = perceptual.build_lpips_alex(path)
         else:
             raise ParameterError(f"unknown perceptual loss {kind!r}; choose one of {PERCEPTUAL_KINDS}")
         self.kind = kind
-        self.network = network
-        for parameter in self.network.parameters():
-            parameter.requires_grad_(False)
-        self.network.eval()
+        self.network = network  # frozen: eval mode, requires_grad off (crdr.perceptual)
 
     def train(self, mode: bool = True) -> "PerceptualLoss":
         super().train(mode)

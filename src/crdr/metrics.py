@@ -30,7 +30,6 @@ Where the weights come from::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -38,17 +37,19 @@ import math
 import os
 import sys
 import threading
-import types
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from crdr.errors import CrdrError, ImageError, ParameterError
+from crdr.errors import CrdrError, ImageError, ParameterError, WeightsError
+from crdr.perceptual import (
+    ALEXNET_FILE, build_lpips_alex, build_stlpips_alex, has_module, hub_checkpoint, stlpips_weights,
+)
 
 __all__ = [
     "MetricUnavailable",
@@ -174,87 +175,12 @@ def ms_ssim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float
 
 
 # ---------------------------------------------------------------------------------------------
-# Weight files and optional packages
+# Weight files and optional packages (AlexNet's and the perceptual networks': crdr.perceptual)
 # ---------------------------------------------------------------------------------------------
 
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision AlexNet_Weights.IMAGENET1K_V1
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision VGG16_Weights.IMAGENET1K_V1
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity inception-v3-compat
 INCEPTION_ENV = "CRDR_INCEPTION_WEIGHTS"
-
-
-def _hub_checkpoint(file_name: str) -> Path:
-    """Where torch.hub (and so torchvision and torch-fidelity) caches ``file_name``.
-
-    ``torch.hub.get_dir()`` reads ``$TORCH_HOME`` on every call, so this follows the variable.
-    A file present here is loaded by those libraries without touching the network.
-    """
-    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
-
-
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-@contextlib.contextmanager
-def _stub_unused_imports(stubs: dict[str, dict[str, object]]) -> Iterator[None]:
-    """Provide empty modules for imports a library makes but never uses, only while importing it.
-
-    stlpips-pytorch imports ``torchsummary.summary`` and ``IPython.embed`` at module level (left
-    over from development) without declaring them as dependencies; neither is called when
-    computing the metric. Stubs go in only for modules that are not installed and are removed
-    afterwards, so no other code ever sees them.
-    """
-    added = []
-    for module_name, attributes in stubs.items():
-        if module_name in sys.modules or _has_module(module_name):
-            continue
-        module = types.ModuleType(module_name)
-        for attribute, value in attributes.items():
-            setattr(module, attribute, value)
-        sys.modules[module_name] = module
-        added.append(module_name)
-    try:
-        yield
-    finally:
-        for module_name in added:
-            sys.modules.pop(module_name, None)
-
-
-def _unused(*args: object, **kwargs: object) -> None:
-    raise RuntimeError("stub of an import stlpips-pytorch never calls")
-
-
-def _import_stlpips() -> types.ModuleType:
-    with _stub_unused_imports({"torchsummary": {"summary": _unused}, "IPython": {"embed": _unused}}):
-        return importlib.import_module("stlpips_pytorch.stlpips")
-
-
-def _stlpips_weights() -> Path | None:
-    spec = importlib.util.find_spec("stlpips_pytorch") if _has_module("stlpips_pytorch") else None
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent / "weights" / "vST0.0" / "alex_shift_tolerant.pth"
-
-
-def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str,
-                 ignore_prefixes: tuple[str, ...] = ()) -> None:
-    """Load ``state`` and fail if any parameter of ``module`` stays uninitialised.
-
-    The metric libraries load with ``strict=False``, which would silently leave random layers if
-    a file were incomplete; ``ignore_prefixes`` names module aliases (``lins.*`` duplicates
-    ``lin0..lin4``) whose keys never appear in the files.
-    """
-    result = module.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(ignore_prefixes)]
-    if missing or result.unexpected_keys:
-        raise MetricUnavailable(
-            f"{what}: weights do not match the network (missing {missing[:3]}, "
-            f"unexpected {list(result.unexpected_keys)[:3]})"
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +219,10 @@ class _PerceptualMetric:
     @property
     def network(self) -> torch.nn.Module:
         if self._network is None:
-            self._network = self._build().eval().requires_grad_(False)
+            try:
+                self._network = self._build().eval().requires_grad_(False)
+            except WeightsError as error:  # present but unreadable or mismatched (crdr.perceptual)
+                raise MetricUnavailable(f"{self.name}: {error}") from None
         return self._network
 
     def __call__(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
@@ -311,27 +240,23 @@ class StLpips(_PerceptualMetric):
              ──► squared difference ──► learned 1×1 linear weights ──► spatial mean, summed = distance
 
     Both the backbone and the linear layers are in the stlpips-pytorch wheel
-    (``weights/vST0.0/alex_shift_tolerant.pth``), so this works offline; they are loaded here
-    with ``weights_only=True`` and a completeness check.
+    (``weights/vST0.0/alex_shift_tolerant.pth``), so this works offline; they are loaded by
+    :func:`crdr.perceptual.build_stlpips_alex` with ``weights_only=True`` and a completeness check.
     """
 
     name = "st-lpips"
 
     @classmethod
     def unavailable_reason(cls) -> str:
-        if not _has_module("stlpips_pytorch"):
+        if not has_module("stlpips_pytorch"):
             return "st-lpips: package stlpips-pytorch is not installed (pip install stlpips-pytorch)"
-        weights = _stlpips_weights()
+        weights = stlpips_weights()
         if weights is None or not weights.is_file():
             return f"st-lpips: bundled weights missing at {weights}; reinstall stlpips-pytorch"
         return ""
 
     def _build(self) -> torch.nn.Module:
-        stlpips = _import_stlpips()
-        network = stlpips.LPIPS(net="alex", variant="shift_tolerant", pretrained=False, verbose=False)
-        state = torch.load(_stlpips_weights(), map_location="cpu", weights_only=True)
-        _load_strict(network, state, "st-lpips", ignore_prefixes=("lins.",))
-        return network
+        return build_stlpips_alex()
 
     def _distance(self, network: torch.nn.Module, real: np.ndarray, fake: np.ndarray) -> torch.Tensor:
         return network(_to_nchw(fake, -1.0, 1.0), _to_nchw(real, -1.0, 1.0))
@@ -388,7 +313,7 @@ class Lpips(_PerceptualMetric):
     name = "lpips"
 
     def __init__(self, backbone_path: str | os.PathLike[str] | None = None) -> None:
-        self.backbone_path = Path(backbone_path) if backbone_path is not None else _hub_checkpoint(ALEXNET_FILE)
+        self.backbone_path = Path(backbone_path) if backbone_path is not None else hub_checkpoint(ALEXNET_FILE)
         reason = self.unavailable_reason(self.backbone_path)
         if reason:
             raise MetricUnavailable(reason)
@@ -396,32 +321,16 @@ class Lpips(_PerceptualMetric):
 
     @classmethod
     def unavailable_reason(cls, backbone_path: Path | None = None) -> str:
-        if not _has_module("lpips"):
+        if not has_module("lpips"):
             return "lpips: package lpips is not installed (pip install lpips)"
-        path = backbone_path if backbone_path is not None else _hub_checkpoint(ALEXNET_FILE)
+        path = backbone_path if backbone_path is not None else hub_checkpoint(ALEXNET_FILE)
         if not path.is_file():
             return (f"lpips: AlexNet backbone {path} not found; copy torchvision's {ALEXNET_FILE} "
                     f"there (set TORCH_HOME) or pass backbone_path=")
         return ""
 
     def _build(self) -> torch.nn.Module:
-        import lpips
-
-        with warnings.catch_warnings():
-            # pnet_rand=True: build the backbone without torchvision's downloader (which also
-            # warns that `pretrained=` is deprecated); the weights are loaded just below.
-            warnings.simplefilter("ignore")
-            network = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-        state = torch.load(self.backbone_path, map_location="cpu", weights_only=True)
-        # lpips keeps torchvision's layer indices inside its slices: slice1.0 == features.0.
-        backbone = {name: state.get("features." + name.split(".", 1)[1])
-                    for name in network.net.state_dict()}
-        missing = [name for name, value in backbone.items() if value is None]
-        if missing:
-            raise MetricUnavailable(f"lpips: {self.backbone_path} is not an AlexNet checkpoint "
-                                    f"(no features.* weights for {missing[:2]})")
-        network.net.load_state_dict(backbone, strict=True)
-        return network
+        return build_lpips_alex(self.backbone_path)
 
     def _distance(self, network: torch.nn.Module, real: np.ndarray, fake: np.ndarray) -> torch.Tensor:
         return network(_to_nchw(fake, -1.0, 1.0), _to_nchw(real, -1.0, 1.0))
@@ -445,9 +354,9 @@ class Dists(_PerceptualMetric):
 
     @classmethod
     def unavailable_reason(cls) -> str:
-        if not _has_module("DISTS_pytorch"):
+        if not has_module("DISTS_pytorch"):
             return "dists: optional package dists-pytorch is not installed (pip install dists-pytorch)"
-        path = _hub_checkpoint(VGG16_FILE)
+        path = hub_checkpoint(VGG16_FILE)
         if not path.is_file():
             return f"dists: VGG16 backbone {path} not found; copy torchvision's {VGG16_FILE} there (set TORCH_HOME)"
         if cls._alpha_beta_path() is None:
@@ -564,11 +473,11 @@ class InceptionFeatures:
             return Path(weights_path)
         if os.environ.get(INCEPTION_ENV):
             return Path(os.environ[INCEPTION_ENV])
-        return _hub_checkpoint(INCEPTION_FILE)
+        return hub_checkpoint(INCEPTION_FILE)
 
     @classmethod
     def unavailable_reason(cls, weights_path: Path | None = None) -> str:
-        if not _has_module("torch_fidelity"):
+        if not has_module("torch_fidelity"):
             return "inception-v3: optional package torch-fidelity is not installed (pip install torch-fidelity)"
         path = weights_path if weights_path is not None else cls.resolve_weights()
         if not path.is_file():
@@ -777,7 +686,7 @@ def available_metrics() -> list[MetricStatus]:
     packages and weight files without importing or building networks)."""
     reasons = {
         "psnr": "",
-        "ms-ssim": "" if _has_module("pytorch_msssim") else "ms-ssim: package pytorch-msssim is not installed",
+        "ms-ssim": "" if has_module("pytorch_msssim") else "ms-ssim: package pytorch-msssim is not installed",
         "st-lpips": StLpips.unavailable_reason(),
         "lpips": Lpips.unavailable_reason(),
         "dists": Dists.unavailable_reason(),
