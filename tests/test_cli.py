@@ -402,12 +402,12 @@ def test_unwritable_output_directory_is_reported_before_coding(workspace, capsys
 
 def test_a_failed_write_names_the_users_path_not_the_temporary(workspace, capsys, monkeypatch):
     folder, model = workspace
-    from crdr import image_io
+    from crdr import files
 
     def full_disk(path, data, *, force):
         raise OSError(28, "No space left on device", str(folder / ".a.crdr.1234.tmp"))
 
-    monkeypatch.setattr(image_io, "write_atomic", full_disk)
+    monkeypatch.setattr(files, "write_atomic", full_disk)
     assert main(["compress", str(folder / "a.png"), "--model", model]) == 1
     err = _error(capsys)
     assert f"cannot write {folder / 'a.crdr'}: No space left on device" in err and ".tmp" not in err
@@ -531,12 +531,12 @@ def test_a_failure_after_progress_leaves_a_clean_line_before_the_error(workspace
     folder, model = workspace
     source = _tiled_photo(folder)
     assert main(["compress", str(source), "-q", "1", "--tile-size", "64", "--model", str(model)]) == 0
-    from crdr import image_io
+    from crdr import files
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(image_io, "write_atomic", full_disk)
+    monkeypatch.setattr(files, "write_atomic", full_disk)
     monkeypatch.setattr(sys, "stderr", terminal := _Terminal())
     assert main(["decompress", str(folder / "wide.crdr"), "-o", str(folder / "x.png"), "--model", model]) == 1
     progress, error = terminal.getvalue().rsplit("\r", 1)

@@ -1,11 +1,10 @@
-"""Tests of image reading (modes, EXIF, limits, bad files), tensor conversion, atomic writes and the
-lossless image writers (format by suffix)."""
+"""Tests of image reading (modes, EXIF, limits, bad files), tensor conversion, atomic image writes and
+the lossless image writers (format by suffix); atomic writes themselves: tests/test_files.py."""
 
 from __future__ import annotations
 
 import functools
 import io
-import os
 import struct
 import warnings
 import zlib
@@ -28,7 +27,6 @@ from crdr.image_io import (
     save_image_atomic,
     to_model_input,
     to_pil,
-    write_atomic,
 )
 
 
@@ -438,52 +436,6 @@ def test_decode_alpha_checks_size_before_decoding():
 
 # --------------------------------------------------------------------------------------------------
 # Atomic writes
-
-
-def test_write_atomic_writes_and_refuses_existing_without_force(tmp_path):
-    path = tmp_path / "out.crdr"
-    write_atomic(path, b"first", force=False)
-    assert path.read_bytes() == b"first"
-    with pytest.raises(OutputExistsError, match="--force"):
-        write_atomic(path, b"second", force=False)
-    assert path.read_bytes() == b"first"
-    write_atomic(path, b"second", force=True)
-    assert path.read_bytes() == b"second"
-    assert os.listdir(tmp_path) == ["out.crdr"]
-
-
-def test_write_atomic_removes_temporary_and_keeps_old_file_on_failure(tmp_path, monkeypatch):
-    path = tmp_path / "out.crdr"
-    path.write_bytes(b"old")
-
-    def failing_replace(source, target):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(image_io.os, "replace", failing_replace)
-    with pytest.raises(OSError, match="disk full"):
-        write_atomic(path, b"new", force=True)
-    assert path.read_bytes() == b"old"
-    assert os.listdir(tmp_path) == ["out.crdr"]
-
-
-def test_write_atomic_without_hard_links_still_refuses_existing(tmp_path, monkeypatch):
-    def no_links(source, target):
-        raise OSError("links not supported")
-
-    monkeypatch.setattr(image_io.os, "link", no_links)
-    path = tmp_path / "out.bin"
-    write_atomic(path, b"data", force=False)
-    assert path.read_bytes() == b"data"
-    assert os.listdir(tmp_path) == ["out.bin"]
-
-
-def test_write_atomic_file_permissions_follow_umask(tmp_path):
-    umask = os.umask(0o022)
-    try:
-        write_atomic(tmp_path / "out", b"x", force=False)
-    finally:
-        os.umask(umask)
-    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o644
 
 
 def test_save_image_atomic_writes_readable_png_and_respects_force(tmp_path):

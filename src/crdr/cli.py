@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 
 # Only light modules here: help, --version, info and argument errors must start without torch
 # (tests/test_cli_startup.py). The codec and the other commands are imported where they run.
-from crdr import __version__, bitstream
+from crdr import __version__, bitstream, files
 from crdr.errors import CrdrError, OutputExistsError, ParameterError
 from crdr.suffixes import CODED_SUFFIXES, IMAGE_SUFFIXES, LOSSLESS_LIST, lossless_writer
 
@@ -98,8 +98,7 @@ def plan_jobs(
     for item in items:
         path = Path(item)
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-            found += [(p, p.relative_to(path)) for p in inside]
+            found += [(p, p.relative_to(path)) for p in files.find_files(path, suffixes)]
         elif path.is_file():
             found.append((path, Path(path.name)))
         elif path.exists():
@@ -269,10 +268,8 @@ def _write(target: Path | None, data: bytes, *, force: bool) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    from crdr import image_io
-
     with _writing(target):
-        image_io.write_atomic(target, data, force=force)
+        files.write_atomic(target, data, force=force)
 
 
 def _save_image(target: Path | None, image, *, force: bool) -> list[str]:

@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from crdr.errors import ImageError, ParameterError
+from crdr.files import find_files
 from crdr.suffixes import TRAINING_SUFFIXES
 
 __all__ = [
@@ -81,18 +82,14 @@ def to_model_range(u8: np.ndarray) -> Tensor:
 
 def find_images(root: str | os.PathLike[str]) -> list[Path]:
     """All image files under ``root`` (recursive; :data:`crdr.suffixes.TRAINING_SUFFIXES`, any case),
-    sorted by their path relative to ``root`` so the order is the same on every machine."""
+    sorted by their path relative to ``root`` so the order is the same on every machine.
+
+    Linked folders are followed: training sets are often assembled from links to data sets kept
+    elsewhere (``crdr compress`` and ``crdr eval`` list only what is inside the folder they got)."""
     root = Path(root)
     if not root.is_dir():
         raise ImageError(f"image folder {root} does not exist")
-    found = []
-    for directory, _, names in os.walk(root, followlinks=True):
-        for name in names:
-            if name.lower().endswith(tuple(TRAINING_SUFFIXES)):
-                path = Path(directory) / name
-                found.append((path.relative_to(root).as_posix(), path))
-    found.sort()
-    return [path for _, path in found]
+    return find_files(root, TRAINING_SUFFIXES, follow_symlinks=True)
 
 
 def _load_rgb(path: Path) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Reading images into 8-bit RGB (+ optional alpha), tensor conversion, and atomic writes of files
-and of decoded images (:func:`save_image_atomic`: the lossless format their name asks for).
+"""Reading images into 8-bit RGB (+ optional alpha), tensor conversion, and writing decoded images
+(:func:`save_image_atomic`: the lossless format their name asks for, written atomically by
+:mod:`crdr.files`).
 
 The codec codes three 8-bit channels. :func:`load_image` maps whatever Pillow can open onto that,
 recording every lossy step (16-bit reduction, CMYK conversion, dropped frames) as a human-readable
@@ -33,7 +34,6 @@ import functools
 import io
 import os
 import re
-import secrets
 import threading
 import warnings
 from dataclasses import dataclass
@@ -43,8 +43,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from crdr import files
 from crdr.bitstream import DEFAULT_MAX_PIXELS, EXIF_PREFIX, Colour, exif_problem, icc_problem
-from crdr.errors import FormatError, ImageError, OutputExistsError, ParameterError
+from crdr.errors import FormatError, ImageError, ParameterError
 from crdr.suffixes import lossless_writer, suffix_of
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
@@ -576,59 +577,6 @@ def _decode_alpha(data: bytes, width: int, height: int) -> np.ndarray:
     return alpha
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, *, force: bool) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    The bytes go to a temporary file in the same directory, are fsynced, then moved into place
-    (``os.replace``; without ``force`` a hard link, which refuses an existing target atomically).
-    Raises OutputExistsError if ``path`` exists and not ``force``; the temporary is always removed.
-    """
-    path = os.fspath(path)
-    if not force and os.path.lexists(path):
-        raise OutputExistsError(f"{path} exists (use --force to overwrite)")
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = _create_temporary(directory, os.path.basename(path))
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if force:
-            os.replace(temporary, path)
-        else:
-            _move_without_overwrite(temporary, path)
-    finally:
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-
-
-def _create_temporary(directory: str, name: str) -> str:
-    # os.open with 0o666 lets the umask set the final permissions (mkstemp would force 0o600).
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        candidate = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
-        try:
-            os.close(os.open(candidate, flags, 0o666))
-        except FileExistsError:
-            continue
-        return candidate
-    raise OSError(f"cannot create a temporary file in {directory}")
-
-
-def _move_without_overwrite(temporary: str, path: str) -> None:
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        raise OutputExistsError(f"{path} exists (use --force to overwrite)") from None
-    except OSError:
-        # Filesystems without hard links: fall back to check-then-replace (a small race).
-        if os.path.lexists(path):
-            raise OutputExistsError(f"{path} exists (use --force to overwrite)") from None
-        os.replace(temporary, path)
-        return
-    os.unlink(temporary)
-
-
 def metadata_arguments(image: Image.Image) -> dict[str, bytes]:
     """``image.save`` keyword arguments that write its ICC profile and EXIF (from ``info``).
 
@@ -666,10 +614,10 @@ def image_bytes(image: Image.Image, name: str | os.PathLike = "image.png") -> tu
 
 def save_image_atomic(image: Image.Image, path: str | os.PathLike, *, force: bool = False) -> list[str]:
     """Write ``image`` losslessly in the format its suffix names (:func:`image_bytes`), atomically
-    (:func:`write_atomic`); returns the notes on metadata the format could not carry."""
+    (:func:`crdr.files.write_atomic`); returns the notes on metadata the format could not carry."""
     lossless_writer(path)  # a bad name is refused before an existing file is
-    if not force and os.path.lexists(os.fspath(path)):
-        raise OutputExistsError(f"{os.fspath(path)} exists (use --force to overwrite)")
+    if not force:
+        files.refuse_existing(path)  # before the image is encoded
     data, notes = image_bytes(image, path)
-    write_atomic(path, data, force=force)
+    files.write_atomic(path, data, force=force)
     return notes

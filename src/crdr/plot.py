@@ -8,20 +8,20 @@ Why: the paper's figures, regenerated from our own numbers and the published one
 Inputs are plain Python: a curve is a :class:`Curve` (a label and a list of point dicts such as
 ``{"bpp": 0.11, "PSNR": 27.4, "LPIPS": 0.096}``) or a ``{label: points}`` mapping. Figures are
 built on matplotlib's object API with the Agg canvas, so importing this module never changes the
-global pyplot backend and works without a display. Files are written to a temporary name and
-moved into place, so a reader never sees half a figure.
+global pyplot backend and works without a display. Files are written atomically
+(:func:`crdr.files.atomic_path`), so a reader never sees half a figure.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from crdr.errors import ParameterError
+from crdr.files import atomic_path
 
 __all__ = ["Curve", "plot_rd", "plot_distortion_realism", "plot_image_grid", "LOWER_IS_BETTER"]
 
@@ -65,14 +65,8 @@ def _save(figure: object, path_stem: str | os.PathLike[str]) -> tuple[Path, Path
     written = []
     for suffix, options in ((".png", {"dpi": 150}), (".svg", {})):
         target = stem.with_name(stem.name + suffix)
-        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
-        os.close(descriptor)
-        try:
+        with atomic_path(target) as temporary:
             figure.savefig(temporary, format=suffix[1:], bbox_inches="tight", **options)  # type: ignore[attr-defined]
-            os.replace(temporary, target)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
         written.append(target)
     return written[0], written[1]
 

@@ -4,7 +4,8 @@ lossless format it writes for each image name.
 One home for these lists (the CLI, ``crdr eval``, the training data loader and ``crdr serve``
 all import them), kept free of torch, numpy and Pillow: the CLI checks names before it loads
 anything heavy (``tests/test_cli_startup.py``). The writing itself is
-:func:`crdr.image_io.save_image_atomic`, which takes its format from :func:`lossless_writer`.
+:func:`crdr.image_io.save_image_atomic`, which takes its format from :func:`lossless_writer`; the
+walk over a folder for these suffixes is :func:`crdr.files.find_files`.
 """
 
 from __future__ import annotations

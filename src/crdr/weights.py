@@ -285,6 +285,8 @@ def save_weights(
     """
     from safetensors.torch import save_file
 
+    from crdr.files import atomic_path, write_json
+
     path = Path(path)
     dtype = torch.float16 if half else torch.float32
     state = {
@@ -294,21 +296,15 @@ def save_weights(
         for k, v in model.state_dict().items()
         if not is_table_buffer(k)
     }
-    temporary = path.with_name(path.name + ".tmp")
-    save_file(state, str(temporary), metadata={CONFIG_METADATA_KEY: model.config.to_json()})
-    # safetensors creates the file owner-only (0600); weights are meant to be shared and shipped.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
-    os.replace(temporary, path)
+    # atomic_path gives the file the umask's permissions: safetensors alone makes it owner-only
+    # (0600), and weights are meant to be shared and shipped.
+    with atomic_path(path) as temporary:
+        save_file(state, str(temporary), metadata={CONFIG_METADATA_KEY: model.config.to_json()})
     sidecar = {
         "config": model.config.to_dict(),
         "sha256": file_sha256(path),
         "dtype": str(dtype).replace("torch.", ""),
         **(extra or {}),
     }
-    sidecar_path = path.with_suffix(".json")
-    temporary = sidecar_path.with_name(sidecar_path.name + ".tmp")
-    temporary.write_text(json.dumps(sidecar, indent=1, sort_keys=True))
-    os.replace(temporary, sidecar_path)
+    write_json(path.with_suffix(".json"), sidecar)
     return sidecar

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 from crdr.errors import CrdrError, ParameterError
-from crdr.suffixes import IMAGE_SUFFIXES, suffix_of
+from crdr.files import find_files
+from crdr.suffixes import IMAGE_SUFFIXES
 
 # User-facing metric names → report column names (the column names match paper_results' keys).
 METRIC_NAMES = {
@@ -131,10 +132,7 @@ def list_images(dataset_dir: str | os.PathLike, limit: int | None = None) -> lis
         raise CrdrError(f"not a directory: {root}")
     if limit is not None and limit < 1:
         raise ParameterError(f"--limit must be ≥ 1, got {limit}")
-    images = sorted(
-        (path for path in root.rglob("*") if path.is_file() and suffix_of(path) in IMAGE_SUFFIXES),
-        key=lambda path: path.relative_to(root).as_posix(),
-    )
+    images = find_files(root, IMAGE_SUFFIXES)
     if not images:
         raise CrdrError(f"no images in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     return images[:limit] if limit is not None else images

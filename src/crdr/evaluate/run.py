@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from crdr import files
 from crdr.errors import CrdrError, FormatError, ParameterError
 from crdr.evaluate.plan import (
     CRDR,
@@ -435,15 +436,15 @@ def _record(coding: _Coding, key: tuple, cells: dict, reference: np.ndarray, dec
 
 def _save_features(path: Path, features: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, features)
+    # Atomically: an existing feature file is what tells a rerun that this row is complete.
+    with files.atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, features)
 
 
 def _keep(coding: _Coding, codec_name: str, point: str, image: str, data: bytes, extension: str) -> None:
     """With ``--keep-files``: ``files/<codec>/<point>/<image><extension>``."""
     if coding.kept_dir is None:
         return
-    from crdr import image_io
-
     target = coding.kept_dir / slug(codec_name) / slug(point) / (slug(str(Path(image).with_suffix(""))) + extension)
     target.parent.mkdir(parents=True, exist_ok=True)
-    image_io.write_atomic(target, data, force=True)
+    files.write_atomic(target, data)

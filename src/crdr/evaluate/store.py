@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from crdr.evaluate.plan import CRDR, IMAGE_METRICS, slug
+from crdr.files import write_atomic
 
 CSV_COLUMNS = (
     "image", "codec", "point", "q", "beta", "quality", "width", "height", "bytes", "bpp",
@@ -68,10 +69,8 @@ def read_rows(path: Path) -> tuple[dict[Key, Row], int]:
 
 def write_text(path: Path, text: str) -> None:
     """Replace ``path`` by ``text`` (UTF-8, newlines as given) atomically, making its folder."""
-    from crdr.image_io import write_atomic
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, text.encode("utf-8"), force=True)
+    write_atomic(path, text.encode("utf-8"))
 
 
 def csv_text(columns: Sequence[str], records: Iterable[dict]) -> str:

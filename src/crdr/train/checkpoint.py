@@ -15,8 +15,8 @@ run code. That loader accepts tensors and plain containers only, hence RNG state
 tensors and plain numbers (NumPy's key array becomes an int64 tensor).
 
 Atomicity: the file is written to a temporary name in the same folder, flushed to disk, then
-renamed with ``os.replace``; a crash leaves either the old set of checkpoints or the new one, never
-a partial file under a checkpoint's name. Only the newest ``keep`` checkpoints are kept.
+renamed (:func:`crdr.files.atomic_path`); a crash leaves either the old set of checkpoints or the
+new one, never a partial file under a checkpoint's name. Only the newest ``keep`` checkpoints are kept.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from crdr.errors import WeightsError
+from crdr.files import atomic_path
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -81,34 +82,11 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict[str, Any]
     path = checkpoint_path(run_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": int(step), **state}
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    _fsync_directory(path.parent)
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        torch.save(payload, handle)
     for _, old in find_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
-
-
-def _fsync_directory(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform, and not needed for safety.
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -20,7 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from crdr.errors import OutputExistsError, ParameterError
+from crdr.errors import ParameterError
+from crdr.files import refuse_existing
 from crdr.models.crdr import CRDR
 from crdr.train import checkpoint as checkpoints
 from crdr.train.config import TrainConfig
@@ -46,8 +47,8 @@ def export(
     output_path = Path(output_path)
     if not run_dir.is_dir():
         raise ParameterError(f"run directory {run_dir} does not exist")
-    if output_path.exists() and not force:
-        raise OutputExistsError(f"{output_path} exists (use --force to overwrite)")
+    if not force:
+        refuse_existing(output_path)
     state = checkpoints.load_latest(run_dir)
     config = TrainConfig.from_dict(state["config"])
     model = CRDR(config.model_config())

@@ -61,15 +61,14 @@ import torch
 from torch import Tensor, nn
 
 from crdr.errors import ParameterError, WeightsError
+from crdr.files import write_json
 from crdr.models.crdr import CRDR
 from crdr.train import checkpoint as checkpoints
 from crdr.train.config import TrainConfig
 from crdr.train.distributed import (
     Distributed, average_gradients, broadcast_module, gather, mix_seed, setup_distributed, sync_max,
 )
-from crdr.train.rundir import (
-    RunLogger, default_run_dir, prepare_run_dir, read_run_record, write_json, write_png,
-)
+from crdr.train.rundir import RunLogger, default_run_dir, prepare_run_dir, read_run_record, write_png
 from crdr.train.stages import init_from_previous, parameter_groups, trainable_parameters
 from crdr.weights import is_table_buffer
 

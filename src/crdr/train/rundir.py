@@ -10,8 +10,8 @@
     RUN_DIR/summary.json       status, step, wall time, rank checksums (written by the loop)
 
 Why its own module: the loop reads top to bottom as the training iteration; logging, CSV resume
-bookkeeping and the command record are kept here. Every file is replaced atomically (temporary
-file + ``os.replace``); on resume, CSV rows logged after the restored checkpoint are dropped.
+bookkeeping and the command record are kept here. Every file is replaced atomically
+(:mod:`crdr.files`); on resume, CSV rows logged after the restored checkpoint are dropped.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crdr.errors import ParameterError
+from crdr.files import atomic_path, write_atomic, write_json
 from crdr.train.config import TrainConfig
 
 if TYPE_CHECKING:  # numpy only for annotations: `crdr train --help` stays light
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # numpy only for annotations: `crdr train --help` stays light
 
 __all__ = [
     "LOG_COLUMNS", "METRIC_NAMES", "RunLogger", "VALIDATION_COLUMNS", "command_line", "default_run_dir",
-    "prepare_run_dir", "read_run_record", "write_json", "write_png",
+    "prepare_run_dir", "read_run_record", "write_png",
 ]
 
 
@@ -58,19 +59,12 @@ LOG_COLUMNS = ("step", "wall_time") + METRIC_NAMES
 VALIDATION_COLUMNS = ("step", "q", "beta", "bpp", "psnr", "perceptual")
 
 
-def write_json(path: Path, value: Any) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(value, indent=1, sort_keys=True))
-    os.replace(temporary, path)
-
-
 def write_png(path: Path, image: np.ndarray) -> None:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(image).save(temporary, format="PNG")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        Image.fromarray(image).save(temporary, format="PNG")
 
 
 def _truncate_csv(path: Path, last_step: int) -> None:
@@ -80,9 +74,7 @@ def _truncate_csv(path: Path, last_step: int) -> None:
     lines = path.read_text().splitlines(keepends=True)
     kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= last_step]
     if len(kept) != len(lines):
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text("".join(kept))
-        os.replace(temporary, path)
+        write_atomic(path, "".join(kept).encode("utf-8"))
 
 
 def _format(value: Any) -> str:
