@@ -8,8 +8,10 @@ time. The authors' raw ``.bin`` format is read and written too (:func:`compress_
 Determinism: everything the decoder must mirror (hyper-decoder, context model, entropy coder)
 and the synthesis transform run with one intra-op thread, at encode and at decode. The scale
 indexes that drive the rANS coder therefore never depend on the caller's thread count, and a
-file decodes to the same pixels with 1 or N threads. The analysis transform, whose output is only
-rounded on the encoder side, uses all threads.
+file decodes to the same pixels with 1 or N threads. The caller's threads are still used: the
+work is cut into pieces fixed by the image size (the mean and scale transforms of a slice; bands
+of rows of each synthesis layer), each single-threaded, run side by side (:mod:`crdr.parallel`).
+The analysis transform, whose output is only rounded on the encoder side, uses all threads.
 
 Devices: ``device=`` (``"cpu"``, the default; ``"cuda"``; ``"auto"`` = cuda if available) moves
 only the analysis transform g_a (at encode) and the synthesis transform g_s (at decode). Every
@@ -43,6 +45,7 @@ import numbers
 import os
 import threading
 import weakref
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -51,11 +54,14 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from crdr import bitstream, image_io
+from crdr import bitstream, image_io, parallel
 from crdr.bitstream import Colour, Container, Header
 from crdr.entropy import ScaleRule
 from crdr.errors import CrdrError, FormatError, ModelMismatchError, ParameterError, ResourceError
 from crdr.models.crdr import CRDR, STRIDE
+from crdr.metrics import psnr as psnr_of
+from crdr.parallel import single_thread
+from crdr.size_search import largest_fitting
 from crdr.weights import DEFAULT_MODEL, load_model
 
 DEFAULT_TILE_SIZE = 1024
@@ -81,17 +87,6 @@ def get_model(model: CRDR | str | os.PathLike | None = None) -> CRDR:
     if key not in _MODEL_CACHE:
         _MODEL_CACHE[key] = load_model(key)
     return _MODEL_CACHE[key]
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run the enclosed torch ops with one intra-op thread (see the module docstring)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def pad_to_stride(x: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
@@ -241,20 +236,35 @@ def _full_float32(device: torch.device) -> Iterator[None]:
         yield
 
 
+def _cpu_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels-last layout on the CPU, where oneDNN's convolutions are 1.1–1.4× faster
+    in it (g_a, g_s; measured in benchmarks/codec_speed.py), and a row band is contiguous."""
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+
+
 def _analysis(model: CRDR, x: torch.Tensor, q: float, device: torch.device) -> torch.Tensor:
     """``y = g_a(x, q)`` with g_a on ``device``; y on the CPU in float32, ready for coding."""
     model.check_size(x)
     encoder = _transform(model, "encoder", device)
     with _full_float32(device):
-        y = encoder(x.to(device), _on(model.quality(q, x.shape[0]), device))
-    return y.to("cpu", torch.float32)
+        y = encoder(_cpu_channels_last(x.to(device)), _on(model.quality(q, x.shape[0]), device))
+    # The entropy path gets y in the standard layout: its convolutions must compute exactly what
+    # the decoder's compute from ŷ, and a channels-last y would lead them into other kernels.
+    return y.to("cpu", torch.float32).contiguous()
 
 
-def _synthesis(model: CRDR, y_hat: torch.Tensor, q: float, beta: float, device: torch.device) -> torch.Tensor:
-    """Raw ``x̂ = g_s(ŷ, q, β)`` with g_s on ``device``; x̂ on the CPU in float32."""
+def _synthesis(
+    model: CRDR, y_hat: torch.Tensor, q: float, beta: float, device: torch.device, pool: Executor | None = None
+) -> torch.Tensor:
+    """Raw ``x̂ = g_s(ŷ, q, β)`` with g_s on ``device``; x̂ on the CPU in float32. On the CPU
+    g_s runs in bands of rows on ``pool`` (the same pixels as one piece, see :mod:`crdr.parallel`)."""
     decoder = _transform(model, "decoder", device)
+    q_tensor, beta_tensor = _on(model.quality(q), device), _on(model.realism(beta), device)
+    if device.type == "cpu":
+        x_hat = parallel.run_steps(decoder.steps(q_tensor, beta_tensor), _cpu_channels_last(y_hat), pool)
+        return x_hat.contiguous()
     with _full_float32(device):
-        x_hat = decoder(y_hat.to(device), _on(model.quality(q), device), _on(model.realism(beta), device))
+        x_hat = decoder(y_hat.to(device), q_tensor, beta_tensor)
     return x_hat.to("cpu", torch.float32)
 
 
@@ -384,8 +394,8 @@ def _encode_tile(
     x = pad_to_stride(image_io.to_model_input(rgb))
     with torch.no_grad():
         y = _analysis(model, x, q, device)
-        with single_thread():
-            coded = model.compress_latents(y, rule)
+        with single_thread() as pool:
+            coded = model.compress_latents(y, rule, pool)
     return coded.z_string, coded.y_string, coded.y_hat
 
 
@@ -532,36 +542,30 @@ def _search_size(
     ``label`` names the target as the user gave it (a bpp target is rounded down to bytes).
     """
     height, width = source.rgb.shape[:2]
-    low, high = 0.0, model.max_q
-    smallest = encode_at(source, low, model, tile_size, progress, device)
-    if len(smallest) > target:
+    files: dict[int, bytes] = {}
+
+    def size_of(position: int) -> int:  # q on a grid of 2**SEARCH_STEPS steps: the old midpoints
+        files[position] = encode_at(source, _grid_q(position, model), model, tile_size, progress, device)
+        return len(files[position])
+
+    top = 2**SEARCH_STEPS
+    position = largest_fitting(size_of, 0, top, target, good_enough=math.ceil((1 - SIZE_TOLERANCE) * target))
+    if position is None:
+        smallest = files[0]
         raise ParameterError(
             f"target of {label or f'{target} bytes'} is below the smallest file this model makes for this image: "
             f"{len(smallest)} bytes ({len(smallest) * 8 / (width * height):.4f} bpp at q=0)"
         )
-    best = EncodeResult(smallest, low, width, height)
-    largest = encode_at(source, high, model, tile_size, progress, device)
-    if len(largest) <= target:
-        result = EncodeResult(largest, high, width, height)
+    result = EncodeResult(files[position], _grid_q(position, model), width, height)
+    if position == top:
         result.notes.append(
-            f"target of {target} bytes exceeds the largest file at q={high:g} ({len(largest)} bytes)"
+            f"target of {target} bytes exceeds the largest file at q={model.max_q:g} ({len(result.data)} bytes)"
         )
-        return result
-    for _ in range(SEARCH_STEPS):
-        if len(best.data) >= (1 - SIZE_TOLERANCE) * target:
-            break
-        middle = (low + high) / 2
-        data = encode_at(source, middle, model, tile_size, progress, device)
-        if len(data) <= target:
-            low, best = middle, EncodeResult(data, middle, width, height)
-        else:
-            high = middle
-    return best
+    return result
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+def _grid_q(position: int, model: CRDR) -> float:
+    return position * model.max_q / 2**SEARCH_STEPS
 
 
 def _search_psnr(
@@ -574,7 +578,7 @@ def _search_psnr(
     def quality_of(q: float) -> tuple[bytes, float]:
         data = encode_at(source, q, model, tile_size, progress, device)
         decoded = decode_container(bitstream.unpack(data), model, 0.0, device=device)
-        return data, _psnr(decoded.rgb, source.rgb)
+        return data, psnr_of(decoded.rgb, source.rgb)
 
     data, psnr = quality_of(model.max_q)
     if psnr < target:
@@ -648,25 +652,29 @@ def _decodable_pieces(container: Container, model: CRDR) -> list[tuple[tuple[int
 
 
 @contextlib.contextmanager
-def _decoding(width: int, height: int) -> Iterator[None]:
-    """The decoder's setting: no autograd, one thread (see the module docstring), and a failed
-    allocation reported as a :class:`ResourceError`."""
-    with _memory_guard(f"decode a {width}x{height} image"), torch.no_grad(), single_thread():
-        yield
+def _decoding(width: int, height: int) -> Iterator[Executor | None]:
+    """The decoder's setting: no autograd, one thread and its pool (see the module docstring),
+    and a failed allocation reported as a :class:`ResourceError`."""
+    with _memory_guard(f"decode a {width}x{height} image"), torch.no_grad(), single_thread() as pool:
+        yield pool
 
 
-def _entropy_decode(model: CRDR, header: Header, box: tuple[int, int, int, int], z_string: bytes, y_string: bytes):
+def _entropy_decode(
+    model: CRDR, header: Header, box: tuple[int, int, int, int], z_string: bytes, y_string: bytes,
+    pool: Executor | None,
+):
     """ŷ of one tile: (1, Y, h / 16, w / 16), rounded up."""
     _, _, w, h = box
-    return model.decompress_latents(z_string, y_string, _z_size(w, h), SCALE_RULES[header.version])
+    return model.decompress_latents(z_string, y_string, _z_size(w, h), SCALE_RULES[header.version], pool)
 
 
 def _paint(
-    rgb: np.ndarray, model: CRDR, q: float, box: tuple[int, int, int, int], y_hat, beta: float, device: torch.device
+    rgb: np.ndarray, model: CRDR, q: float, box: tuple[int, int, int, int], y_hat, beta: float, device: torch.device,
+    pool: Executor | None,
 ) -> None:
     """Synthesise one tile at realism ``beta`` into its place in ``rgb`` (H, W, 3) uint8."""
     left, top, w, h = box
-    x_hat = torch.clamp(_synthesis(model, y_hat, q, beta, device), -1, 1)
+    x_hat = torch.clamp(_synthesis(model, y_hat, q, beta, device, pool), -1, 1)
     rgb[top : top + h, left : left + w] = image_io.from_model_output(x_hat[:, :, :h, :w])
 
 
@@ -682,9 +690,9 @@ def decode_latents(container: Container, model: CRDR, progress: Progress | None 
     header = container.header
     pieces = _decodable_pieces(container, model)
     tiles = []
-    with _decoding(header.width, header.height):
+    with _decoding(header.width, header.height) as pool:
         for done, (box, z_string, y_string) in enumerate(pieces, 1):
-            tiles.append((box, _entropy_decode(model, header, box, z_string, y_string)))
+            tiles.append((box, _entropy_decode(model, header, box, z_string, y_string, pool)))
             if progress is not None:
                 progress(done, len(pieces))
         alpha = _alpha(container)
@@ -695,10 +703,10 @@ def _synthesize(
     latents: DecodedLatents, model: CRDR, beta: float, progress: Progress | None, device: torch.device
 ) -> DecodedImage:
     header = latents.header
-    with _decoding(header.width, header.height):
+    with _decoding(header.width, header.height) as pool:
         rgb = np.empty((header.height, header.width, 3), dtype=np.uint8)
         for done, (box, y_hat) in enumerate(latents.tiles, 1):
-            _paint(rgb, model, header.q, box, y_hat, beta, device)
+            _paint(rgb, model, header.q, box, y_hat, beta, device, pool)
             if progress is not None:
                 progress(done, len(latents.tiles))
     return DecodedImage(rgb, latents.alpha, header.colour, latents.icc_profile, latents.exif)
@@ -727,11 +735,11 @@ def decode_container(
     device = resolve_device(device)
     header = container.header
     pieces = _decodable_pieces(container, model)
-    with _decoding(header.width, header.height):
+    with _decoding(header.width, header.height) as pool:
         rgb = np.empty((header.height, header.width, 3), dtype=np.uint8)
         for done, (box, z_string, y_string) in enumerate(pieces, 1):
-            y_hat = _entropy_decode(model, header, box, z_string, y_string)
-            _paint(rgb, model, header.q, box, y_hat, beta, device)
+            y_hat = _entropy_decode(model, header, box, z_string, y_string, pool)
+            _paint(rgb, model, header.q, box, y_hat, beta, device, pool)
             if progress is not None:
                 progress(done, len(pieces))
         alpha = _alpha(container)
@@ -842,9 +850,9 @@ def _decode_official(
     beta = _beta(model, beta)
     box = (0, 0, official.width, official.height)
     check_payloads([(box, official.z_string, official.y_string)], model)
-    with _decoding(official.width, official.height):
+    with _decoding(official.width, official.height) as pool:
         y_hat = model.decompress_latents(
-            official.z_string, official.y_string, _z_size(official.width, official.height), ScaleRule.NEXT_LARGER
+            official.z_string, official.y_string, _z_size(official.width, official.height), ScaleRule.NEXT_LARGER, pool
         )
     header = Header(
         width=official.width, height=official.height, q=official.q, model_id=model.model_id,

@@ -9,12 +9,14 @@ encoding and decoding cannot drift apart.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from crdr.entropy import ScaleRule, YGaussian, ste_round
+from crdr.parallel import run_both
 
 
 class SliceTransform(nn.Module):
@@ -83,14 +85,20 @@ class CharmContextModel(nn.Module):
             SliceTransform(y_channels + s + c, c, widths) for s in supports
         )
 
-    def slice_parameters(self, index: int, hyper_out: Tensor, decoded: list[Tensor]):
-        """``(μ_i, σ_i, mean_input_i)`` for slice ``index`` given the slices decoded so far."""
+    def slice_parameters(self, index: int, hyper_out: Tensor, decoded: list[Tensor], pool: Executor | None = None):
+        """``(μ_i, σ_i, mean_input_i)`` for slice ``index`` given the slices decoded so far.
+
+        With a ``pool`` the mean and scale transforms run side by side (each single-threaded
+        under the codec, so the values do not depend on the pool, see :mod:`crdr.parallel`)."""
         hyper_mean, hyper_scale = hyper_out.chunk(2, dim=1)
         support = decoded[: min(index, self.max_support_slices)]
         mean_input = torch.cat([hyper_mean, *support], dim=1)
         scale_input = torch.cat([hyper_scale, *support], dim=1)
-        mu = self.mean_slice_transforms[index](mean_input)
-        sigma = self.scale_slice_transforms[index](scale_input)
+        mu, sigma = run_both(
+            pool,
+            lambda: self.mean_slice_transforms[index](mean_input),
+            lambda: self.scale_slice_transforms[index](scale_input),
+        )
         return mu, sigma, mean_input
 
     def residual(self, index: int, mean_input: Tensor, y_hat_slice: Tensor) -> Tensor:
@@ -127,14 +135,15 @@ class CharmContextModel(nn.Module):
 
     @torch.no_grad()
     def compress(
-        self, y: Tensor, hyper_out: Tensor, gaussian: YGaussian, rule: ScaleRule = ScaleRule.NEXT_LARGER
+        self, y: Tensor, hyper_out: Tensor, gaussian: YGaussian, rule: ScaleRule = ScaleRule.NEXT_LARGER,
+        pool: Executor | None = None,
     ) -> tuple[bytes, Tensor]:
         """Code one image's ``y`` (1, Y, h, w) → ``(string, ŷ)``; one string, slices in order.
         ``rule`` picks each element's table scale (the decoder must use the same)."""
         decoded: list[Tensor] = []
         symbols, indexes = [], []
         for index, y_slice in enumerate(y.chunk(self.num_slices, dim=1)):
-            mu, sigma, mean_input = self.slice_parameters(index, hyper_out, decoded)
+            mu, sigma, mean_input = self.slice_parameters(index, hyper_out, decoded, pool)
             slice_symbols = torch.round(y_slice - mu).int()
             symbols.append(slice_symbols)
             indexes.append(gaussian.indexes(sigma, rule))
@@ -144,14 +153,15 @@ class CharmContextModel(nn.Module):
 
     @torch.no_grad()
     def decompress(
-        self, string: bytes, hyper_out: Tensor, gaussian: YGaussian, rule: ScaleRule = ScaleRule.NEXT_LARGER
+        self, string: bytes, hyper_out: Tensor, gaussian: YGaussian, rule: ScaleRule = ScaleRule.NEXT_LARGER,
+        pool: Executor | None = None,
     ) -> Tensor:
         """Decode ``ŷ`` (1, Y, h, w) from its string; ``hyper_out`` fixes the spatial size."""
         n, _, h, w = hyper_out.shape
         stream = gaussian.decoder(string, n * self.slice_channels * self.num_slices * h * w)
         decoded: list[Tensor] = []
         for index in range(self.num_slices):
-            mu, sigma, mean_input = self.slice_parameters(index, hyper_out, decoded)
+            mu, sigma, mean_input = self.slice_parameters(index, hyper_out, decoded, pool)
             slice_symbols = stream.decode(gaussian.indexes(sigma, rule))
             y_hat_slice = slice_symbols.to(mu.dtype) + mu
             decoded.append(y_hat_slice + self.residual(index, mean_input, y_hat_slice))

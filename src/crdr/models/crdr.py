@@ -18,6 +18,7 @@ The feature flags of :class:`~crdr.config.ModelConfig` give the stage-1 (no ICA,
 from __future__ import annotations
 
 import math
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import torch
@@ -219,26 +220,29 @@ class CRDR(nn.Module):
         return self.compress_latents(self.analysis(x, q), rule)
 
     @torch.no_grad()
-    def compress_latents(self, y: Tensor, rule: ScaleRule = ScaleRule.NEXT_LARGER) -> CodedLatents:
+    def compress_latents(
+        self, y: Tensor, rule: ScaleRule = ScaleRule.NEXT_LARGER, pool: Executor | None = None
+    ) -> CodedLatents:
         """Entropy-code ``y`` (1, Y, h, w): everything after the analysis transform.
 
         Split from :meth:`compress` so the codec can run this part, which the decoder must
-        mirror bit for bit, under a fixed thread count.
+        mirror bit for bit, under a fixed thread count (``pool``: see :mod:`crdr.parallel`).
         """
         z = self.hyperencoder(y)
         z_string, z_hat = self.entropy_model_z.compress(z)
         hyper_out = self.hyperdecoder(z_hat)
-        y_string, y_hat = self.context_model.compress(y, hyper_out, self.entropy_model_y, rule)
+        y_string, y_hat = self.context_model.compress(y, hyper_out, self.entropy_model_y, rule, pool)
         return CodedLatents(z_string, y_string, tuple(z.shape[-2:]), y_hat)
 
     @torch.no_grad()
     def decompress_latents(
-        self, z_string: bytes, y_string: bytes, z_size: tuple[int, int], rule: ScaleRule = ScaleRule.NEXT_LARGER
+        self, z_string: bytes, y_string: bytes, z_size: tuple[int, int], rule: ScaleRule = ScaleRule.NEXT_LARGER,
+        pool: Executor | None = None,
     ) -> Tensor:
         """Decode ``ŷ`` (1, Y, 4h, 4w) from the two strings (spec §10.6) with the encoder's ``rule``."""
         z_hat = self.entropy_model_z.decompress(z_string, z_size)
         hyper_out = self.hyperdecoder(z_hat)
-        return self.context_model.decompress(y_string, hyper_out, self.entropy_model_y, rule)
+        return self.context_model.decompress(y_string, hyper_out, self.entropy_model_y, rule, pool)
 
     @torch.no_grad()
     def decompress(

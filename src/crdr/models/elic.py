@@ -8,6 +8,7 @@ constructor arguments so the three training stages share one class.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from crdr.models.beta_condition import BetaCondBlocks, condition_mlp, fourier_embedding
 from crdr.models.blocks import bottleneck_convs
 from crdr.models.ica import InterpChannelAttention
+from crdr.parallel import RowLocalStep
 
 
 class BottleneckBlock(nn.Module):
@@ -144,6 +146,13 @@ class ElicDecoder(nn.Module):
 
     LAYERS = ("attn1", "conv1", "block1", "conv2", "attn2", "block2", "conv3", "block3", "conv4")
     BETA_LAYERS = ("block1", "block2", "block3")
+    UPSAMPLING_LAYERS = ("conv1", "conv2", "conv3", "conv4")
+    # Rows of context, at its input resolution, each layer needs on either side of an output row
+    # (for the banded synthesis of crdr.parallel): three 3x3 convolutions in series in the
+    # residual blocks and in each attention branch; input rows a−1..b for the output rows
+    # 2a..2b−1 of a 5x5 stride-2 transposed convolution. In all, 8.25 latent rows (132 pixels).
+    ROW_HALO = {"attn1": 3, "conv1": 1, "block1": 3, "conv2": 1, "attn2": 3, "block2": 3, "conv3": 1,
+                "block3": 3, "conv4": 1}
 
     def __init__(
         self,
@@ -212,12 +221,27 @@ class ElicDecoder(nn.Module):
         embedding = fourier_embedding(beta, self.max_beta, self.fourier_frequencies)
         return self.mlp(embedding)[:, :, None, None]
 
-    def forward(self, y_hat: Tensor, q: Tensor | None, beta: Tensor | None) -> Tensor:
+    def steps(self, q: Tensor | None, beta: Tensor | None) -> list[RowLocalStep]:
+        """The layers (each with its ICA) as row-local steps: ``forward`` runs them in order,
+        the codec runs them on bands in parallel (:func:`crdr.parallel.run_steps`)."""
         condition = self.condition(beta) if self.beta_conditioned else None
+        return [
+            RowLocalStep(
+                functools.partial(self._layer, index, name, q, condition),
+                halo=self.ROW_HALO[name],
+                scale=2 if name in self.UPSAMPLING_LAYERS else 1,
+            )
+            for index, name in enumerate(self.LAYERS)
+        ]
+
+    def _layer(self, index: int, name: str, q: Tensor | None, condition: Tensor | None, x: Tensor) -> Tensor:
+        if self.interp_ca_list is not None:
+            x = self.interp_ca_list[index](x, q)
+        layer = getattr(self, name)
+        return layer(x, condition) if condition is not None and name in self.BETA_LAYERS else layer(x)
+
+    def forward(self, y_hat: Tensor, q: Tensor | None, beta: Tensor | None) -> Tensor:
         x = y_hat
-        for index, name in enumerate(self.LAYERS):
-            if self.interp_ca_list is not None:
-                x = self.interp_ca_list[index](x, q)
-            layer = getattr(self, name)
-            x = layer(x, condition) if condition is not None and name in self.BETA_LAYERS else layer(x)
+        for step in self.steps(q, beta):
+            x = step.run(x)
         return x
