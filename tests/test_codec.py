@@ -506,9 +506,9 @@ def test_an_analysis_transform_in_other_numerics_writes_files_the_cpu_decoder_re
     coded = []
     compress_latents = tiny_model.compress_latents
 
-    def spy(y, rule):
+    def spy(y, rule, pool=None):
         assert y.dtype == torch.float32 and y.device.type == "cpu"
-        result = compress_latents(y, rule)
+        result = compress_latents(y, rule, pool)
         coded.append(result.y_hat)
         return result
 
