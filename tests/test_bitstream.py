@@ -6,10 +6,10 @@ import random
 import struct
 import tracemalloc
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_shared, require_vectors
 from guards import hang_guard
 
 from crdr import bitstream
@@ -35,7 +35,6 @@ from crdr.bitstream import (
 )
 from crdr.errors import FormatError, ParameterError
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "testvectors" / "official-tiny"
 VECTOR_NAMES = ["q0.0.bin", "q0.1.bin", "q1.5.bin", "q2.25.bin", "q4.0.bin"]
 MODEL_ID = bytes(range(1, 9))
 
@@ -79,10 +78,8 @@ def patch(data: bytes, offset: int, fmt: str, *values) -> bytes:
 
 
 def load_vector(name: str) -> bytes:
-    path = VECTORS / name
-    if not path.is_file():
-        pytest.skip(f"test vector {path} not available")
-    return path.read_bytes()
+    """An authors' .bin file; fails (never skips) without the vectors: its tests are marked ``vectors``."""
+    return require_shared(require_vectors() / name).read_bytes()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -542,6 +539,7 @@ def test_identify_says_what_a_foreign_file_is(data, message):
 # Authors' .bin format
 
 
+@pytest.mark.vectors
 @pytest.mark.parametrize("name", VECTOR_NAMES)
 def test_official_vectors_repack_byte_identically(name):
     data = load_vector(name)
@@ -551,6 +549,7 @@ def test_official_vectors_repack_byte_identically(name):
     assert len(parsed.z_string) == 24
 
 
+@pytest.mark.vectors
 def test_official_q1_5_header_bytes():
     data = load_vector("q1.5.bin")
     assert data[:10] == b"\x06\x00\x00\x00" + bytes.fromhex("3d005d001118")
@@ -559,6 +558,7 @@ def test_official_q1_5_header_bytes():
     assert parsed.q == 1.5
 
 
+@pytest.mark.vectors
 def test_official_q0_1_vector_decodes_at_truncated_q():
     parsed = unpack_official(load_vector("q0.1.bin"))
     assert parsed.q_byte == official_q_byte(0.1) == 1
@@ -700,9 +700,10 @@ def test_unpack_fuzzed_inputs_parse_or_raise_format_error_only():
     assert parsed >= len(valid)
 
 
+@pytest.mark.vectors
 def test_unpack_official_fuzzed_inputs_parse_or_raise_format_error_only():
     valid = [pack_official(make_official()), pack_official(make_official(y_string=b""))]
-    valid += [load_vector(name) for name in VECTOR_NAMES] if VECTORS.is_dir() else []
+    valid += [load_vector(name) for name in VECTOR_NAMES]
     assert _fuzz(unpack_official, pack_official, valid, table=40, fix_crc=False) >= len(valid)
 
 

@@ -14,7 +14,7 @@ from crdr.models.crdr import CRDR
 from crdr.models.ica import InterpChannelAttention, interpolation_weights
 from crdr.weights import crdr_to_official_key
 
-from conftest import SHARED
+from conftest import SHARED, require_shared
 
 KEYS_JSON = SHARED / "spec" / "official-crdr-keys.json"
 
@@ -24,9 +24,9 @@ def paper_state():
     return CRDR(PAPER).state_dict()
 
 
+@pytest.mark.vectors  # the authors' key list lives beside the test vectors, in ../shared
 def test_paper_preset_has_exactly_the_official_keys_and_shapes(paper_state):
-    if not KEYS_JSON.exists():
-        pytest.skip("shared/spec is not available")
+    require_shared(KEYS_JSON)
     official = {e["key"]: tuple(e["shape"]) for e in json.loads(KEYS_JSON.read_text())["state_dict"]}
     ours = {crdr_to_official_key(k): tuple(v.shape) for k, v in paper_state.items()}
     assert ours == official

@@ -13,29 +13,22 @@ import threading
 import time
 import urllib.request
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import VECTORS
+from fastapi.testclient import TestClient  # the 'test' extra installs fastapi, uvicorn and httpx2
 from PIL import Image
 
-pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
-try:
-    from fastapi.testclient import TestClient
-except RuntimeError as error:  # Starlette's test client needs httpx2 (or the older httpx)
-    pytest.skip(f"Starlette's TestClient is unavailable: {error}", allow_module_level=True)
+from crdr import baselines, cli, codec, serve
 
-from crdr import baselines, cli, codec, serve  # noqa: E402  (after the skips)
-
-TINY_MODEL = Path(__file__).resolve().parents[2] / "shared" / "testvectors" / "official-tiny" / "official_tiny.pth.tar"
+TINY_MODEL = VECTORS / "official_tiny.pth.tar"
 MAX_UPLOAD = 200_000
 MAX_PIXELS = 160 * 160
 
 
 @pytest.fixture(scope="module")
-def workbench():
-    if not TINY_MODEL.is_file():
-        pytest.skip(f"test model missing: {TINY_MODEL}")
+def workbench(vectors_dir):
     import torch
 
     # As `crdr serve` does: one torch thread per request (restored for the other test modules).
@@ -148,7 +141,7 @@ def test_psnr_and_st_lpips_describe_the_shown_reconstruction(client, workbench, 
     assert decoded["psnr"] == pytest.approx(metrics.psnr(original, shown), abs=1e-3)
     measured = client.get("/api/st-lpips", params=params).json()
     if measured["st_lpips"] is None:
-        pytest.skip(measured["reason"])
+        pytest.fail(measured["reason"])  # stlpips-pytorch and its weights are dependencies
     # A fresh metric, not the server's (whose backbone keeps the original's features): the number
     # must be the plain ST-LPIPS of this pair, the original and the shown image, in that order.
     network = metrics.StLpips()
@@ -233,7 +226,6 @@ def test_upload_over_the_byte_limit_is_refused(client):
 
 def test_upload_without_length_is_cut_off_while_streaming(workbench):
     """A chunked upload gets its 413 as soon as it passes the limit, before the body ends."""
-    pytest.importorskip("uvicorn")
     with serve.background_server(workbench) as url:
         port = int(url.rstrip("/").rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
@@ -334,7 +326,6 @@ def test_serve_command_reports_a_busy_port_in_one_line(capsys):
 
 
 def test_real_server_answers_on_an_ephemeral_loopback_port(workbench):
-    pytest.importorskip("uvicorn")
     with serve.background_server(workbench) as url:
         assert url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(url + "api/config", timeout=10) as response:

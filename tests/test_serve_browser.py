@@ -4,7 +4,9 @@ Loads the page, moves the q and beta sliders and checks what a user would see: n
 reconstruction change with either slider, and a beta change leaves the file size, its hash and the
 encode count alone (the same bitstream is decoded again). Saves a screenshot of the page: to the
 file named by ``CRDR_SCREENSHOT`` (``CRDR_SCREENSHOT=docs/serve.png`` regenerates the README's
-picture), else to the temporary directory, so a plain test run leaves the work tree untouched. Skips with the reason when Playwright, Chromium or the test model is missing.
+picture), else to the temporary directory, so a plain test run leaves the work tree untouched.
+Skips, with the reason, only when Chromium is missing (CI cannot always install it); a missing
+Playwright, FastAPI or uvicorn (the 'test' extra) or test model (marked ``vectors``) fails.
 """
 
 import hashlib
@@ -16,9 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import require_vectors
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_MODEL = Path(__file__).resolve().parents[2] / "shared" / "testvectors" / "official-tiny" / "official_tiny.pth.tar"
 # The page is tested with the tiny random model (fast, always available); CRDR_SCREENSHOT_MODEL
 # (e.g. "default") serves a real model instead, for the README's picture.
 SCREENSHOT_MODEL = os.environ.get("CRDR_SCREENSHOT_MODEL")
@@ -31,24 +33,12 @@ SCREENSHOT = Path(os.environ.get("CRDR_SCREENSHOT") or Path(tempfile.gettempdir(
 WAIT_MS = 60_000
 
 
-def _requirements() -> str:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install playwright; no browser download needed)"
-    for module in ("fastapi", "uvicorn"):
-        try:
-            __import__(module)
-        except ImportError:
-            return f"{module} is not installed (pip install 'crdr[serve]')"
-    if not Path(CHROMIUM).is_file():
-        return f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
-    if not TINY_MODEL.is_file():
-        return f"test model missing: {TINY_MODEL}"
-    return ""
-
-
-pytestmark = pytest.mark.skipif(bool(_requirements()), reason=_requirements() or "ok")
+pytestmark = [
+    pytest.mark.skipif(
+        not Path(CHROMIUM).is_file(), reason=f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+    ),
+    pytest.mark.vectors,
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +47,15 @@ def server_url():
 
     import torch
 
+    tiny_weights = None if SCREENSHOT_MODEL else require_vectors() / "official_tiny.pth.tar"
+
     # As `crdr serve` does: one torch thread per request (restored for the other test modules).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     if SCREENSHOT_MODEL:
         workbench = serve.Workbench(SCREENSHOT_MODEL, model_name=SCREENSHOT_MODEL)
     else:
-        workbench = serve.Workbench(TINY_MODEL, model_name="official-tiny (random weights)")
+        workbench = serve.Workbench(tiny_weights, model_name="official-tiny (random weights)")
     try:
         with serve.background_server(workbench) as url:
             yield url
