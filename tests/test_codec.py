@@ -210,15 +210,22 @@ def _mutate_and_decode(tiny_model, rng: random.Random, body: bytes, outcomes: di
 def test_official_files_with_damaged_payloads_do_not_crash(tiny_model, vectors_dir):
     rng = random.Random(99)
     valid = (vectors_dir / "q1.5.bin").read_bytes()
+    intact = np.asarray(codec.decompress(valid, model=tiny_model))
+    outcomes = {"changed": 0, "refused": 0}
     for _ in range(150):
         mutated = bytearray(valid)
         for _ in range(rng.randint(1, 6)):
             position = rng.randrange(14, len(mutated))
             mutated[position] = rng.randrange(256)
         try:
-            codec.decompress(bytes(mutated), model=tiny_model)
+            image = codec.decompress(bytes(mutated), model=tiny_model)
         except CrdrError:
-            pass
+            outcomes["refused"] += 1
+        else:
+            pixels = np.asarray(image)
+            assert pixels.shape == intact.shape  # bytes 14 on are past the header: the size stays
+            outcomes["changed"] += not np.array_equal(pixels, intact)
+    assert outcomes["changed"] > 0, outcomes  # the damage reached the entropy decoder
 
 
 def test_truncated_and_wrong_magic_files_raise_format_error(tiny_model):
