@@ -124,6 +124,19 @@ def test_out_of_range_quality_is_refused(tiny_model):
         codec.decompress(data, beta=6.0, model=tiny_model)
 
 
+def test_a_model_made_in_code_gets_an_identity_without_new_attributes():
+    from crdr.config import preset
+    from crdr.models.crdr import CRDR
+    from crdr.weights import model_id
+
+    torch.manual_seed(3)
+    model = CRDR(preset("tiny")).eval()
+    data = codec.compress(_photo(16, 16), q=1.0, model=model)
+    assert "model_id" not in vars(model) and model.model_id is None
+    assert bitstream.unpack(data).header.model_id == codec.model_identity(model) == model_id(model)
+    assert codec.decompress(data, model=model).size == (16, 16)
+
+
 def test_file_from_another_model_is_refused(tiny_model):
     import copy
 

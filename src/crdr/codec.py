@@ -74,19 +74,35 @@ SEARCH_STEPS = 14
 _MODEL_CACHE: dict[str, CRDR] = {}
 
 
-def get_model(model: CRDR | str | os.PathLike | None = None) -> CRDR:
-    """A ready model: a loaded :class:`CRDR` as is, else a name/path (cached), else the default."""
-    if isinstance(model, CRDR):
-        if not hasattr(model, "model_id"):
-            from crdr.weights import model_id
+_IDENTITIES: "weakref.WeakKeyDictionary[CRDR, bytes]" = weakref.WeakKeyDictionary()
+_IDENTITIES_LOCK = threading.Lock()
 
+
+def get_model(model: CRDR | str | os.PathLike | None = None) -> CRDR:
+    """A ready model: a loaded :class:`CRDR` as is, else a name/path (cached), else the default.
+    A model made in code gets its coder tables built on first use."""
+    if isinstance(model, CRDR):
+        if model.model_id is None and model not in _IDENTITIES:
             model.build_tables()
-            model.model_id = model_id(model)
+            model_identity(model)
         return model
     key = str(model if model is not None else DEFAULT_MODEL)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE[key] = load_model(key)
     return _MODEL_CACHE[key]
+
+
+def model_identity(model: CRDR) -> bytes:
+    """The 8-byte id a file records: the loaded weights' (``load_model``), else derived once per
+    model object from its weights (:func:`crdr.weights.model_id`) and kept here, not on the model."""
+    if model.model_id is not None:
+        return model.model_id
+    with _IDENTITIES_LOCK:
+        if model not in _IDENTITIES:
+            from crdr.weights import model_id
+
+            _IDENTITIES[model] = model_id(model)
+        return _IDENTITIES[model]
 
 
 def pad_to_stride(x: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
@@ -442,7 +458,7 @@ def encode_at(
                 progress(done, len(grid))
         alpha = None if source.alpha is None else image_io.encode_alpha(source.alpha)
     header = Header(
-        width=width, height=height, q=q, model_id=model.model_id, colour=source.colour,
+        width=width, height=height, q=q, model_id=model_identity(model), colour=source.colour,
         has_alpha=alpha is not None, tile_size=tile, version=version,
         has_icc=source.icc_profile is not None, has_exif=source.exif is not None,
     )
@@ -640,10 +656,10 @@ def _decodable_pieces(container: Container, model: CRDR) -> list[tuple[tuple[int
     any decoding, in order: the model id, ``q`` against the model's range, and every string
     against :func:`check_payloads`, so a hostile file fails before any work."""
     header = container.header
-    if header.model_id != model.model_id:
+    if header.model_id != model_identity(model):
         raise ModelMismatchError(
             f"file was written by model {header.model_id.hex()}, but the decoding model is "
-            f"{model.model_id.hex()} (pass the right --model)"
+            f"{model_identity(model).hex()} (pass the right --model)"
         )
     model.quality(header.q)
     pieces = [(box, z, y) for box, (z, y) in zip(header.tiles(), container.tile_strings())]
@@ -855,7 +871,7 @@ def _decode_official(
             official.z_string, official.y_string, _z_size(official.width, official.height), ScaleRule.NEXT_LARGER, pool
         )
     header = Header(
-        width=official.width, height=official.height, q=official.q, model_id=model.model_id,
+        width=official.width, height=official.height, q=official.q, model_id=model_identity(model),
         colour=Colour.RGB, has_alpha=False, tile_size=0,
     )
     rgb = _synthesize(DecodedLatents(header, [(box, y_hat)], None), model, beta, progress, device).rgb

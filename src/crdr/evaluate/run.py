@@ -115,7 +115,7 @@ def evaluate(
         paper_name, paper_points = published_points(paper, request, note)
         folder = report_folder(report_dir, request.root)
         folder.mkdir(parents=True, exist_ok=True)
-        model_hex = crdr_model.model_id.hex() if crdr_model is not None else ""
+        model_hex = codec.model_identity(crdr_model).hex() if crdr_model is not None else ""
         store = _open_store(folder, measures, model_hex, note)
 
         coded_crdr = crdr_points(q_grid, beta_grid)

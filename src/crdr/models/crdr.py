@@ -99,6 +99,11 @@ class CRDR(nn.Module):
     state_dict maps onto ours through one small key table (``crdr.weights``).
     """
 
+    # Where the weights came from, set by crdr.weights.load_model on the model it builds. None for
+    # a model made in code: the codec then derives the id from the weights (codec.model_identity).
+    model_id: bytes | None = None
+    source: str | None = None
+
     def __init__(self, config: ModelConfig = PAPER) -> None:
         super().__init__()
         self.config = config

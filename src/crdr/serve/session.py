@@ -349,11 +349,11 @@ class Workbench:
         }
 
     def config(self) -> dict:
-        from crdr import baselines
+        from crdr import baselines, codec
 
         return {
             "model": {
-                "name": self.model_name, "id": self.model.model_id.hex(), "max_q": self.model.max_q,
+                "name": self.model_name, "id": codec.model_identity(self.model).hex(), "max_q": self.model.max_q,
                 "max_beta": float(self.model.config.max_beta), "q_step": Q_STEP,
             },
             "samples": self.images.sample_list(),
