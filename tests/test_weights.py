@@ -13,8 +13,8 @@ from crdr.config import TINY
 from crdr.errors import WeightsError
 from crdr.models.crdr import CRDR
 from crdr.weights import (
-    CONFIG_METADATA_KEY, crdr_to_official_key, infer_config, load_model, model_id, official_to_crdr_key,
-    save_weights,
+    CONFIG_METADATA_KEY, crdr_to_official_key, infer_config, load_model, load_state, model_id,
+    official_to_crdr_key, save_weights,
 )
 
 
@@ -143,3 +143,18 @@ def test_a_file_with_zeroed_bounds_loads_with_the_configs_bounds(tmp_path, tiny_
     far = torch.full((1, model.config.y_channels, 1, 1), 1e4)
     likelihood = model.entropy_model_y.likelihood(far, torch.ones_like(far), torch.zeros_like(far))
     assert torch.isfinite(torch.log(likelihood)).all()
+
+
+def test_a_model_built_for_loading_loads_to_the_same_state_as_a_randomly_initialised_one(tmp_path):
+    torch.manual_seed(5)
+    source = CRDR(TINY).eval()
+    state = {k: v for k, v in source.state_dict().items()}
+    empty = CRDR.for_loading(TINY)
+    assert not any(t.is_meta for t in [*empty.parameters(), *empty.buffers()])
+    random = CRDR(TINY)
+    load_state(empty, state)
+    load_state(random, state)
+    loaded, expected = empty.state_dict(), random.state_dict()
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)  # constants and tables too
+    assert model_id(empty) == model_id(source)

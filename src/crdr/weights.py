@@ -259,7 +259,7 @@ def load_model(path_or_name: str | os.PathLike = DEFAULT_MODEL, config: ModelCon
             f"{path}: the y scale bound (entropy_model_y.scale_bound / scale_bound) is "
             f"{config.scale_bound!r}; it must be a positive number (the paper's is 0.11)"
         )
-    model = CRDR(config)
+    model = CRDR.for_loading(config)
     load_state(model, state)
     model.eval()
     model.model_id = model_id(model)

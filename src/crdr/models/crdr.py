@@ -91,6 +91,10 @@ def batch_parameter(value, name: str, high: float, batch: int) -> Tensor:
     return tensor
 
 
+def _entropy_models(config: ModelConfig) -> tuple[ZBottleneck, YGaussian]:
+    return ZBottleneck(config.z_channels), YGaussian(config.scale_bound)
+
+
 class CRDR(nn.Module):
     """Comprehensive rate–distortion–realism codec network (WACV 2024, spec §1–§9).
 
@@ -120,8 +124,19 @@ class CRDR(nn.Module):
         self.context_model = CharmContextModel(
             c.y_channels, c.num_slices, c.max_support_slices, c.slice_transform_widths
         )
-        self.entropy_model_z = ZBottleneck(c.z_channels)
-        self.entropy_model_y = YGaussian(c.scale_bound)
+        self.entropy_model_z, self.entropy_model_y = _entropy_models(c)
+
+    @classmethod
+    def for_loading(cls, config: ModelConfig) -> "CRDR":
+        """A model whose parameters are left uninitialised, for weights that overwrite every one
+        of them (``crdr.weights.load_model``): randomly initialising the paper model's 127 M
+        parameters takes about a second. The entropy models, whose constant lower bounds no
+        file holds, are built as usual."""
+        with torch.device("meta"):
+            model = cls(config)
+        model = model.to_empty(device="cpu")
+        model.entropy_model_z, model.entropy_model_y = _entropy_models(config)
+        return model
 
     # -- parameters -------------------------------------------------------------------------
     @property
