@@ -9,7 +9,7 @@ version and ``info`` start without loading torch.
 
 from __future__ import annotations
 
-import importlib
+from crdr.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -28,13 +28,4 @@ _LAZY = {
 __all__ = ["CRDR", "CrdrError", "ModelConfig", "compress", "decompress", "encode", "load_model", "save_weights"]
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'crdr' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # later reads skip this hook
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

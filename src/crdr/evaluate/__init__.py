@@ -40,7 +40,7 @@ defined in run.py and report.py are imported on first use (PEP 562).
 
 from __future__ import annotations
 
-import importlib
+from crdr.lazy import lazy_attributes
 
 from crdr.evaluate.command import register, run_eval
 from crdr.evaluate.plan import IMAGE_SUFFIXES, baseline_point, crdr_point, list_images, parse_grid, parse_metrics
@@ -67,13 +67,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'crdr.evaluate' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # later reads skip this hook
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)
