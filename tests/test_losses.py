@@ -1,12 +1,14 @@
 """Losses: HiFiC rate loss, MSE, perceptual losses and the GAN loss pairs (spec §14.4-14.5)."""
 
+import contextlib
 import math
+import types
 
 import pytest
 import torch
 
 from crdr.errors import ParameterError, WeightsError
-from crdr.losses import PerceptualLoss, gan_loss, hific_rate_loss, mse_loss
+from crdr.losses import PerceptualLoss, gan_loss, hific_rate_loss, hrrgan_reference, mse_loss, reference_logits
 
 LAMBDA_A = [3.6, 1.8, 0.8, 0.4, 0.1]
 TARGETS = [0.08, 0.16, 0.36, 0.72, 1.2]
@@ -215,6 +217,57 @@ def test_hrrgan_asks_for_a_reference_and_trains_d_against_the_real_image():
     assert hrrgan.discriminator(d_real, d_fake).item() == pytest.approx(
         rgan.discriminator(d_real, d_fake).item()
     )
+
+
+class RecordingCodec(torch.nn.Module):
+    """Stands in for CRDR: records each call and decodes x as x * (1 + q) with a grad-carrying weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(()))
+        self.calls = []
+
+    def forward(self, x, q, beta):
+        self.calls.append((q, beta, torch.is_grad_enabled()))
+        return types.SimpleNamespace(x_hat=(x * (1 + q) * self.weight).double())
+
+
+def test_hrrgan_reference_decodes_at_q_plus_delta_without_gradient_and_is_x_at_the_top():
+    codec, x = RecordingCodec(), torch.rand(2, 3, 4, 4) * 2 - 1
+    x_ref = hrrgan_reference(codec, x, 2, 1.28, levels=5)
+    assert codec.calls == [(3.0, 1.28, False)]
+    assert x_ref.dtype == torch.float32 and not x_ref.requires_grad
+    assert torch.allclose(x_ref, 4 * x)
+    assert hrrgan_reference(codec, x, 1, 0.5, levels=5, delta=2).equal(4 * x)  # q + delta = 3
+    codec.calls.clear()
+    for q_index, delta in ((4, 1), (3, 2)):  # q + delta above the top level: the real image itself
+        assert hrrgan_reference(codec, x, q_index, 1.28, levels=5, delta=delta) is x
+    assert codec.calls == []
+
+
+def test_hrrgan_reference_runs_inside_the_given_autocast_context():
+    entered = []
+
+    @contextlib.contextmanager
+    def autocast():
+        entered.append(torch.is_grad_enabled())
+        yield
+
+    hrrgan_reference(RecordingCodec(), torch.zeros(1, 3, 4, 4), 0, None, levels=2, autocast=autocast)
+    assert entered == [False]
+
+
+def test_reference_logits_are_the_level_q_discriminator_without_a_graph():
+    calls = []
+
+    def discriminator(x, q_index):
+        calls.append(q_index)
+        return (x * weight).sum(dim=1, keepdim=True).half()
+
+    weight = torch.ones((), requires_grad=True)
+    d_ref = reference_logits(discriminator, torch.ones(1, 3, 2, 2), 3)
+    assert calls == [3] and d_ref.dtype == torch.float32 and not d_ref.requires_grad
+    assert d_ref.flatten().tolist() == [3.0] * 4
 
 
 def test_unknown_gan_loss_raises_parameter_error():

@@ -130,3 +130,40 @@ def test_small_stage3_has_its_own_rate_weights_and_the_paper_keeps_its_own():
     assert train_preset("small-stage3").lambda_a == _SMALL_STAGE3_LAMBDA_A
     assert train_preset("small-stage3").lambda_a[-1] < train_preset("stage3").lambda_a[-1]
     assert not train_preset("stage3").channels_last and train_preset("small-stage3").channels_last
+
+
+def test_a_config_json_from_before_the_hybrid_discriminator_fields_still_loads(tmp_path):
+    config = train_preset("tiny-stage3")
+    values = config.to_dict()
+    for name in ("discriminator_backbone_depth", "discriminator_head_depth", "discriminator_condition_on_level"):
+        del values[name]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"config": values}))
+    assert load_config(str(path)) == config
+
+
+def test_hybrid_discriminator_options_are_set_by_name_and_checked():
+    config = apply_overrides(
+        train_preset("tiny-stage3"),
+        ["discriminator=hybrid", "discriminator_backbone_depth=1", "discriminator_head_depth=3",
+         "discriminator_condition_on_level=yes"],
+    )
+    assert (config.discriminator_backbone_depth, config.discriminator_head_depth) == (1, 3)
+    assert config.discriminator_condition_on_level is True
+    with pytest.raises(ParameterError, match="discriminator_head_depth"):
+        apply_overrides(train_preset("tiny-stage3"), ["discriminator_head_depth=0"])
+
+
+def test_config_accepts_exactly_the_names_the_builders_accept():
+    from crdr.losses import GAN_LOSS_NAMES, PERCEPTUAL_KINDS, gan_loss
+    from crdr.models.discriminator import DISCRIMINATOR_KINDS, build_discriminator
+
+    base = train_preset("tiny-stage3")
+    for field, names in (("gan_loss", GAN_LOSS_NAMES), ("perceptual", PERCEPTUAL_KINDS),
+                         ("discriminator", DISCRIMINATOR_KINDS)):
+        for name in names:
+            assert getattr(apply_overrides(base, [f"{field}={name}"]), field) == name
+        with pytest.raises(ParameterError, match=field):
+            apply_overrides(base, [f"{field}=none-of-these"])
+    assert [gan_loss(name).name for name in GAN_LOSS_NAMES] == list(GAN_LOSS_NAMES)
+    assert all(build_discriminator(kind, levels=1, main_channels=1) is not None for kind in DISCRIMINATOR_KINDS)

@@ -9,7 +9,7 @@ from crdr.data import SyntheticImageDataset
 from crdr.errors import ParameterError, WeightsError
 from crdr.models.crdr import CRDR
 from crdr.train import loop
-from crdr.train.config import train_preset
+from crdr.train.config import apply_overrides, train_preset
 from crdr.train import stages
 from crdr.train.loop import build_training, training_step
 from crdr.train.stages import init_from_previous, is_beta_parameter, is_rate_parameter, trainable_parameters
@@ -94,6 +94,25 @@ def test_each_discriminator_kind_runs_one_stage3_step(kind):
     if kind == "independent":  # only the sampled level's discriminator learns
         levels = {k.split(".")[1] for k in changed(before, training.discriminator)}
         assert levels == {str(int(metrics["q"]))}
+
+
+def test_hybrid_discriminator_options_from_the_config_reach_the_built_discriminator():
+    config = apply_overrides(
+        tiny(3, perceptual_weight=0.0),
+        ["discriminator=hybrid", "discriminator_backbone_depth=1", "discriminator_head_depth=3",
+         "discriminator_condition_on_level=true"],
+    )
+    discriminator = build_training(config).discriminator
+    convolutions = lambda module: [m for m in module if isinstance(m, torch.nn.Conv2d)]  # noqa: E731
+    backbone = convolutions(discriminator.backbone)
+    assert len(backbone) == 2 and backbone[0].in_channels == 3 + config.rate_levels  # one stage, one-hot q
+    assert len(discriminator.heads) == config.rate_levels
+    assert all(len(convolutions(head)) == 3 * 2 + 1 for head in discriminator.heads)
+    channels = config.discriminator_channels
+    assert [m.out_channels for m in convolutions(discriminator.heads[0])] == [
+        2 * channels, 2 * channels, 4 * channels, 4 * channels, 8 * channels, 8 * channels, 1
+    ]
+    assert discriminator(batch(), 1).shape == (2, 1, 4, 4)  # 64 / 2^(1 + 3)
 
 
 def test_hrrgan_reference_is_the_next_rate_and_the_real_image_at_the_top(monkeypatch):

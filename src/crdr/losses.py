@@ -1,4 +1,4 @@
-"""Training losses: HiFiC rate loss, MSE, perceptual (ST-LPIPS / LPIPS) and GAN losses.
+"""Training losses: HiFiC rate loss, MSE, perceptual (ST-LPIPS / LPIPS), GAN losses and HRRGAN's reference.
 
 These are the loss terms of the authors' trainers (spec §14.4-14.5), each a small function or module so
 the training loop can combine them with the weights of its stage config::
@@ -6,6 +6,10 @@ the training loop can combine them with the weights of its stage config::
     L_G = 150 * mse_loss(x_hat, x)
         + hific_rate_loss(bpp, qbpp, q, lambda_a, lambda_b, targets)
         + beta * (0.390625 * perceptual(x_hat, x) + 0.000390625 * gan.generator(d_fake, d_ref))
+
+``x_ref`` is the image the generator's realism is measured against: ``x`` itself, or for HRRGAN
+below the top levels the no-grad decode at ``q + delta`` (:func:`hrrgan_reference`); ``d_ref`` is its
+stop-gradient logits under the level-``q`` discriminator (:func:`reference_logits`).
 
 Every function returns the **unweighted** term (the rate loss includes its own lambda because the
 lambda is chosen from the rate); the loop applies the config weights. All images are in [-1, 1].
@@ -16,7 +20,9 @@ BCE-with-logits with mean reduction over every logit, as the authors' ``VanillaG
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +33,16 @@ from torch import Tensor, nn
 from crdr import perceptual
 from crdr.errors import ParameterError, WeightsError
 from crdr.perceptual import ALEXNET_FILE
+from crdr.train.names import GAN_LOSS_NAMES, PERCEPTUAL_KINDS
 
 __all__ = [
     "GanLoss",
     "PerceptualLoss",
     "gan_loss",
     "hific_rate_loss",
+    "hrrgan_reference",
     "mse_loss",
+    "reference_logits",
     "GAN_LOSS_NAMES",
     "PERCEPTUAL_KINDS",
 ]
@@ -100,9 +109,7 @@ def mse_loss(x_hat: Tensor, x: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Perceptual losses
-
-PERCEPTUAL_KINDS = ("stlpips-alex", "lpips-alex")
+# Perceptual losses (kinds: PERCEPTUAL_KINDS, crdr.train.names)
 
 
 class PerceptualLoss(nn.Module):
@@ -205,16 +212,14 @@ class GanLoss:
     reconstruction) and is detached here. ``discriminator(d_real, d_fake)``: ``d_real = D_q(x)``,
     ``d_fake = D_q(sg(x_hat))``. Both return unweighted scalars (the loop applies ``0.000390625``).
 
-    ``uses_reference`` tells the loop to compute ``d_ref`` from the higher-rate reconstruction.
+    ``uses_reference`` tells the loop to compute ``d_ref`` from the higher-rate reconstruction
+    (:func:`hrrgan_reference`); every loss takes ``d_ref`` from :func:`reference_logits`.
     """
 
     name: str
     generator: Callable[[Tensor, Tensor], Tensor]
     discriminator: Callable[[Tensor, Tensor], Tensor]
     uses_reference: bool = False
-
-
-GAN_LOSS_NAMES = ("sgan", "rgan", "ragan", "hrrgan")
 
 
 def gan_loss(name: str) -> GanLoss:
@@ -243,3 +248,59 @@ def gan_loss(name: str) -> GanLoss:
     if name == "hrrgan":
         return GanLoss(name, _relativistic_generator, _relativistic_discriminator, uses_reference=True)
     raise ParameterError(f"unknown GAN loss {name!r}; choose one of {', '.join(GAN_LOSS_NAMES)}")
+
+
+def reference_logits(discriminator: nn.Module, x_ref: Tensor, q_index: int) -> Tensor:
+    """``d_ref = sg(D_q(x_ref))`` as float32, for :meth:`GanLoss.generator` (spec §14.5).
+
+    The level-``q`` discriminator judges the reference too, also when HRRGAN's ``x_ref`` is the
+    decode at ``q + delta``; no graph is built (the generator loss detaches ``d_ref`` anyway).
+    Run it inside the loop's autocast context, as ``D_q(x_hat)``.
+    """
+    with torch.no_grad():
+        return discriminator(x_ref, q_index).float()
+
+
+# ---------------------------------------------------------------------------------------------------
+# HRRGAN reference: the "real" side of the hierarchical relative rate GAN
+
+
+def hrrgan_reference(
+    model: nn.Module,
+    x: Tensor,
+    q_index: int,
+    beta: float | None,
+    levels: int,
+    delta: int = 1,
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+) -> Tensor:
+    """The image HRRGAN's generator loss measures ``x_hat = model(x, q, beta).x_hat`` against (spec §14.5).
+
+    ::
+
+        q + delta <= levels - 1:  x_ref = model(x, q + delta, beta).x_hat    no_grad, train mode
+        otherwise (top levels):   x_ref = x                                  plain RGAN vs the real image
+
+    The reference is the same batch decoded at the higher-quality level ``q + delta`` (the authors'
+    ``relative_score_rate_delta``, default 1) with the same β, in the model's current (train) mode
+    under ``no_grad``: its noise draws consume the RNG, so the loop calls this right after the main
+    forward, where the authors' trainer decodes it. The discriminator is still trained against the
+    real image only (:meth:`GanLoss.discriminator`).
+
+    Args:
+        model: the codec, called as ``model(x, q, beta)`` and returning a result with ``x_hat``.
+        x: ``(N, 3, H, W) in [-1, 1]``, the training batch.
+        q_index: the integer rate level of this batch.
+        beta: the batch's realism β (None before stage 3).
+        levels: number of rate levels trained.
+        delta: how many levels above ``q`` the reference is decoded.
+        autocast: the loop's mixed-precision context factory (a no-op in float32).
+
+    Returns:
+        ``x_ref: (N, 3, H, W)`` float32: ``x`` itself at the top levels, else the reference decode.
+    """
+    level = q_index + delta
+    if level > levels - 1:
+        return x
+    with torch.no_grad(), autocast():
+        return model(x, float(level), beta).x_hat.float()

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from crdr.errors import ParameterError
+from crdr.train.names import DISCRIMINATOR_KINDS  # torch-free, for the training config
 
 __all__ = [
     "Clic21Discriminator",
@@ -26,8 +27,6 @@ __all__ = [
     "build_discriminator",
     "DISCRIMINATOR_KINDS",
 ]
-
-DISCRIMINATOR_KINDS = ("independent", "shared", "hybrid")
 
 
 def _stage_layers(in_channels: int, channels: int) -> list[nn.Module]:
@@ -203,8 +202,11 @@ def build_discriminator(
     head_depth: int = 2,
     condition_on_level: bool = False,
 ) -> nn.Module:
-    """Build a multi-level discriminator by name: ``"independent"`` (released config), ``"shared"``
-    or ``"hybrid"`` (``backbone_depth``, ``head_depth`` and ``condition_on_level`` apply only to it).
+    """Build a multi-level discriminator by name (:data:`DISCRIMINATOR_KINDS`): ``"independent"``
+    (released config), ``"shared"`` or ``"hybrid"`` (``backbone_depth``, ``head_depth`` and
+    ``condition_on_level`` apply only to it). Training sets every argument from its config
+    (``discriminator``, ``rate_levels``, ``discriminator_channels``, ``discriminator_backbone_depth``,
+    ``discriminator_head_depth``, ``discriminator_condition_on_level``).
     """
     if kind == "independent":
         return IndependentDiscriminator(levels, main_channels)

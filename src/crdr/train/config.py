@@ -29,6 +29,7 @@ from typing import Any
 
 from crdr.config import ModelConfig, preset
 from crdr.errors import CrdrError, ParameterError
+from crdr.train.names import DISCRIMINATOR_KINDS, GAN_LOSS_NAMES, PERCEPTUAL_KINDS
 
 __all__ = [
     "PRESETS",
@@ -39,10 +40,6 @@ __all__ = [
     "parse_overrides",
     "train_preset",
 ]
-
-PERCEPTUAL_KINDS = ("stlpips-alex", "lpips-alex")
-GAN_LOSSES = ("sgan", "rgan", "ragan", "hrrgan")
-DISCRIMINATOR_KINDS = ("independent", "shared", "hybrid")
 
 # The paper's λ_B (the weight below the target rate), the same at every level.
 LAMBDA_B = 2.0**-6
@@ -110,6 +107,10 @@ class TrainConfig:
     reference_delta: int = 1  # HRRGAN: the reference is the reconstruction at q + delta
     discriminator: str = "independent"
     discriminator_channels: int = 64
+    # hybrid discriminator only: shared CLIC21 stages, per-level head stages, one-hot level input
+    discriminator_backbone_depth: int = 2
+    discriminator_head_depth: int = 2
+    discriminator_condition_on_level: bool = False
 
     # -- bookkeeping -----------------------------------------------------------------------------
     checkpoint_every: int = 5_000  # steps; 0 disables
@@ -175,7 +176,7 @@ class TrainConfig:
                 )
         checks = [
             (self.perceptual in PERCEPTUAL_KINDS, f"perceptual must be one of {', '.join(PERCEPTUAL_KINDS)}"),
-            (self.gan_loss in GAN_LOSSES, f"gan_loss must be one of {', '.join(GAN_LOSSES)}"),
+            (self.gan_loss in GAN_LOSS_NAMES, f"gan_loss must be one of {', '.join(GAN_LOSS_NAMES)}"),
             (
                 self.discriminator in DISCRIMINATOR_KINDS,
                 f"discriminator must be one of {', '.join(DISCRIMINATOR_KINDS)}",
@@ -196,6 +197,10 @@ class TrainConfig:
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
             (self.reference_delta >= 1, "reference_delta must be >= 1"),
             (self.discriminator_channels >= 1, "discriminator_channels must be positive"),
+            (
+                min(self.discriminator_backbone_depth, self.discriminator_head_depth) >= 1,
+                "discriminator_backbone_depth and discriminator_head_depth must be positive",
+            ),
             (self.synthetic_images >= 0, "synthetic_images must be >= 0"),
             (self.validation_images >= 1, "validation_images must be positive"),
             (min(self.checkpoint_every, self.validate_every, self.log_every) >= 0, "cadences must be >= 0"),

@@ -10,7 +10,7 @@ One iteration (every stage; the D step only when ``adversarial_weight > 0``, i.e
     q ~ U{0..levels-1}, β = max_beta · U{0..100}/100      one per batch, the same on every rank
     ---- G step (D frozen) ----
     x̂ = G(x; q, β)                          train mode: noisy likelihoods, raw (unclamped) x̂
-    x_ref = x  if q + δ > top level  else  G(x; q+δ, β) under no_grad      (HRRGAN only)
+    x_ref = x  if q + δ > top level  else  G(x; q+δ, β) under no_grad      (HRRGAN: losses.hrrgan_reference)
     L_G = 150·MSE + λ(q)·bpp + β·(w_P·P(x, x̂) + w_A·GAN_G(D_q(x̂), sg(D_q(x_ref))))
     skip the whole iteration (no update of G, aux or D) if L_G is NaN, ±inf or > max_loss
     backward → [all-reduce] → clip 1.0 → G step
@@ -218,7 +218,12 @@ def build_training(
 
         torch.manual_seed(mix_seed(config.seed, "discriminator"))
         discriminator = build_discriminator(
-            config.discriminator, levels=config.rate_levels, main_channels=config.discriminator_channels
+            config.discriminator,
+            levels=config.rate_levels,
+            main_channels=config.discriminator_channels,
+            backbone_depth=config.discriminator_backbone_depth,
+            head_depth=config.discriminator_head_depth,
+            condition_on_level=config.discriminator_condition_on_level,
         ).to(device).train()
         if config.channels_last:
             _use_channels_last(discriminator)
@@ -258,7 +263,7 @@ def training_step(training: Training, x: Tensor) -> dict[str, float]:
 
     Returns the logged numbers (:data:`METRIC_NAMES`; NaN where a term does not apply).
     """
-    from crdr.losses import hific_rate_loss, mse_loss
+    from crdr.losses import hific_rate_loss, hrrgan_reference, mse_loss, reference_logits
 
     config, model, discriminator = training.config, training.model, training.discriminator
     if config.channels_last:
@@ -278,10 +283,10 @@ def training_step(training: Training, x: Tensor) -> dict[str, float]:
         result = model(x, q, beta)
     x_hat = result.x_hat.float()
     x_ref = x
-    if training.gan is not None and training.gan.uses_reference:
-        if q_index + config.reference_delta <= config.rate_levels - 1:
-            with torch.no_grad(), training.autocast():
-                x_ref = model(x, float(q_index + config.reference_delta), beta).x_hat.float()
+    if training.gan is not None and training.gan.uses_reference:  # right after the main forward (RNG)
+        x_ref = hrrgan_reference(
+            model, x, q_index, beta, config.rate_levels, config.reference_delta, training.autocast
+        )
     bpp = result.bpp()
     qbpp = result.bpp(quantized=True)
     terms["mse"] = mse_loss(x_hat, x)
@@ -296,8 +301,7 @@ def training_step(training: Training, x: Tensor) -> dict[str, float]:
     if discriminator is not None:
         with training.autocast():
             d_fake = discriminator(x_hat, q_index).float()
-            with torch.no_grad():
-                d_ref = discriminator(x_ref, q_index).float()
+            d_ref = reference_logits(discriminator, x_ref, q_index)
         terms["adversarial"] = training.gan.generator(d_fake, d_ref)
         loss = loss + realism * config.adversarial_weight * terms["adversarial"]
     value = float(loss.detach())

@@ -1,0 +1,23 @@
+"""The names a training run chooses its losses and discriminator by, written once and torch-free.
+
+What: the accepted values of the :class:`~crdr.train.config.TrainConfig` fields ``perceptual``,
+``gan_loss`` and ``discriminator``. Their builders (:class:`crdr.losses.PerceptualLoss`,
+:func:`crdr.losses.gan_loss`, :func:`crdr.models.discriminator.build_discriminator`) import them
+from here, select by them and re-export them; the config validates ``--set`` values against them.
+
+Why here and not in ``losses.py`` / ``models/discriminator.py`` themselves: those modules import
+torch at the top (their classes are ``nn.Module`` subclasses), and ``crdr.train.config`` must stay
+torch-free so that the CLI's help and argument errors start without torch (style: Imports). A
+name list of a dozen strings is the only part of them the config needs.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DISCRIMINATOR_KINDS", "GAN_LOSS_NAMES", "PERCEPTUAL_KINDS"]
+
+# crdr.losses.PerceptualLoss(kind)
+PERCEPTUAL_KINDS = ("stlpips-alex", "lpips-alex")
+# crdr.losses.gan_loss(name)
+GAN_LOSS_NAMES = ("sgan", "rgan", "ragan", "hrrgan")
+# crdr.models.discriminator.build_discriminator(kind)
+DISCRIMINATOR_KINDS = ("independent", "shared", "hybrid")
