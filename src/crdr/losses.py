@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from crdr import perceptual
 from crdr.errors import ParameterError, WeightsError
 from crdr.perceptual import ALEXNET_FILE
-from crdr.train.names import GAN_LOSS_NAMES, PERCEPTUAL_KINDS
+from crdr.choices import GAN_LOSS_NAMES, PERCEPTUAL_KINDS
 
 __all__ = [
     "GanLoss",
@@ -109,7 +109,7 @@ def mse_loss(x_hat: Tensor, x: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Perceptual losses (kinds: PERCEPTUAL_KINDS, crdr.train.names)
+# Perceptual losses (kinds: PERCEPTUAL_KINDS, crdr.choices)
 
 
 class PerceptualLoss(nn.Module):

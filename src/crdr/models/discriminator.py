@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from crdr.errors import ParameterError
-from crdr.train.names import DISCRIMINATOR_KINDS  # torch-free, for the training config
+from crdr.choices import DISCRIMINATOR_KINDS  # torch-free, for the training config
 
 __all__ = [
     "Clic21Discriminator",

@@ -29,7 +29,7 @@ from typing import Any
 
 from crdr.config import ModelConfig, preset
 from crdr.errors import CrdrError, ParameterError
-from crdr.train.names import DISCRIMINATOR_KINDS, GAN_LOSS_NAMES, PERCEPTUAL_KINDS
+from crdr.choices import DISCRIMINATOR_KINDS, GAN_LOSS_NAMES, PERCEPTUAL_KINDS
 
 __all__ = [
     "PRESETS",

@@ -8,7 +8,8 @@ from here, select by them and re-export them; the config validates ``--set`` val
 Why here and not in ``losses.py`` / ``models/discriminator.py`` themselves: those modules import
 torch at the top (their classes are ``nn.Module`` subclasses), and ``crdr.train.config`` must stay
 torch-free so that the CLI's help and argument errors start without torch (style: Imports). A
-name list of a dozen strings is the only part of them the config needs.
+name list of a dozen strings is the only part of them the config needs. A top-level module, so
+that ``losses.py`` and ``models/`` need not import from the ``train`` package above them.
 """
 
 from __future__ import annotations
