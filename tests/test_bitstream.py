@@ -161,6 +161,9 @@ def test_container_accessors_return_tiles_in_raster_order_and_alpha():
     tiles = [(b"z0", b"y0"), (b"z1", b"y1"), (b"z2", b"y2")]
     container = Container.from_tiles(header, tiles, alpha=b"png")
     assert container.tile_strings() == tiles
+    assert container.pieces() == [
+        ((0, 0, 64, 64), b"z0", b"y0"), ((64, 0, 64, 64), b"z1", b"y1"), ((128, 0, 2, 64), b"z2", b"y2")
+    ]
     assert container.alpha == b"png"
     assert Container.from_tiles(make_header(), [(b"z", b"y")]).alpha is None
 

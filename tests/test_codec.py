@@ -451,6 +451,27 @@ def test_images_without_metadata_give_the_bytes_they_always_did(tiny_model):
     assert bitstream.pack(bitstream.Container.from_tiles(container.header, container.tile_strings())) == data
 
 
+def test_a_tiled_file_with_alpha_and_metadata_is_the_container_bitstream_builds(tiny_model):
+    """A tiled RGBA file with ICC and EXIF is, byte for byte, ``Container.from_tiles`` of a header
+    made here, its tile strings, the PNG-coded alpha, the profile and the EXIF of the source."""
+    rgba = np.dstack([_photo(100, 40), (np.arange(100 * 40) % 251).astype(np.uint8).reshape(40, 100)])
+    exif = Image.Exif()
+    exif[0x010F] = "crdr test camera"
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", icc_profile=_srgb_profile(), exif=exif.tobytes())
+    data = codec.compress(buffer.getvalue(), q=1.0, model=tiny_model, tile_size=64)
+    header = bitstream.Header(
+        width=100, height=40, q=1.0, model_id=codec.model_identity(tiny_model), colour=bitstream.Colour.RGB,
+        has_alpha=True, tile_size=64, version=3, has_icc=True, has_exif=True,
+    )
+    tiles = bitstream.unpack(data).tile_strings()
+    exif_tiff = image_io.load_image(buffer.getvalue(), metadata=True).exif
+    expected = bitstream.Container.from_tiles(
+        header, tiles, image_io.encode_alpha(rgba[:, :, 3]), _srgb_profile(), exif_tiff
+    )
+    assert len(tiles) == 2 and exif_tiff is not None and bitstream.pack(expected) == data
+
+
 # -- devices: only g_a and g_s move; everything that decides a symbol stays on the CPU ------------
 
 

@@ -98,6 +98,16 @@ def test_out_of_range_q_or_beta_raises_parameter_error(q, beta):
         model(torch.zeros(1, 3, 64, 64), q, beta)
 
 
+def test_q_tensor_and_beta_tensor_are_what_the_transforms_take_or_none_without_the_feature():
+    model = CRDR(TINY)
+    assert model.q_tensor(1.5).tolist() == [1.5] and model.beta_tensor(None).tolist() == [0.0]
+    assert model.q_tensor([0.0, 4.0], batch=2).dtype == torch.float32
+    with pytest.raises(ParameterError, match=r"q must lie in \[0, 4\], got \[4.5\]"):
+        model.q_tensor(4.5)
+    stage1 = CRDR(ModelConfig(**{**TINY.to_dict(), "variable_rate": False, "beta_conditioned": False}))
+    assert stage1.q_tensor(99.0) is None and stage1.beta_tensor(99.0) is None
+
+
 def test_size_not_multiple_of_stride_raises():
     with pytest.raises(ParameterError):
         CRDR(TINY)(torch.zeros(1, 3, 60, 64), 1.0, 0.0)

@@ -349,6 +349,11 @@ class Container:
         n_tiles = self.header.n_tiles
         return [(self.segments[2 * i].data, self.segments[2 * i + 1].data) for i in range(n_tiles)]
 
+    def pieces(self) -> list[tuple[tuple[int, int, int, int], bytes, bytes]]:
+        """``((left, top, w, h), z_string, y_string)`` per tile: each tile of :meth:`Header.tiles`
+        with its strings, in the order a decoder takes them."""
+        return [(box, z, y) for box, (z, y) in zip(self.header.tiles(), self.tile_strings())]
+
     def _optional(self, kind: SegmentKind) -> bytes | None:
         for segment in self.segments[2 * self.header.n_tiles :]:
             if segment.kind is kind:

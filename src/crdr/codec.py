@@ -120,7 +120,9 @@ def pad_to_stride(x: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
 
 
 # -- arguments --------------------------------------------------------------------------------------
-# Every public entry point checks its arguments here, once, before loading a model or an image.
+# Every public entry point checks its arguments here, once: types before loading a model or an
+# image, the range of q and beta (the model's) once the model is there. What the entry points call
+# takes the checked values as they are.
 
 
 def _number(name: str, value) -> float:
@@ -188,10 +190,16 @@ def resolve_device(device) -> torch.device:
     return resolved
 
 
-def _beta(model: CRDR, beta) -> float:
-    beta = _number("beta", beta)
-    model.realism(beta)  # the model's range
-    return beta
+def _check_q(model: CRDR, q: float) -> None:
+    """Refuse a ``q`` (a float: :func:`_number`'s, or a file's) that ``model`` does not code at.
+    The range is the model's: :meth:`CRDR.q_tensor` refuses it, with the message users see."""
+    model.q_tensor(q)
+
+
+def _check_beta(model: CRDR, beta: float) -> None:
+    """Refuse a ``beta`` (a float from :func:`_number`) that ``model`` does not decode at
+    (:meth:`CRDR.beta_tensor`'s range and message)."""
+    model.beta_tensor(beta)
 
 
 def _read_input(data, what: str = ".crdr or .bin data") -> bytes:
@@ -259,11 +267,12 @@ def _cpu_channels_last(x: torch.Tensor) -> torch.Tensor:
 
 
 def _analysis(model: CRDR, x: torch.Tensor, q: float, device: torch.device) -> torch.Tensor:
-    """``y = g_a(x, q)`` with g_a on ``device``; y on the CPU in float32, ready for coding."""
+    """``y = g_a(x, q)`` with g_a on ``device``; y on the CPU in float32, ready for coding.
+    ``q`` was checked where it entered."""
     model.check_size(x)
     encoder = _transform(model, "encoder", device)
     with _full_float32(device):
-        y = encoder(_cpu_channels_last(x.to(device)), _on(model.quality(q, x.shape[0]), device))
+        y = encoder(_cpu_channels_last(x.to(device)), _on(model.q_tensor(q, x.shape[0]), device))
     # The entropy path gets y in the standard layout: its convolutions must compute exactly what
     # the decoder's compute from ŷ, and a channels-last y would lead them into other kernels.
     return y.to("cpu", torch.float32).contiguous()
@@ -273,9 +282,10 @@ def _synthesis(
     model: CRDR, y_hat: torch.Tensor, q: float, beta: float, device: torch.device, pool: Executor | None = None
 ) -> torch.Tensor:
     """Raw ``x̂ = g_s(ŷ, q, β)`` with g_s on ``device``; x̂ on the CPU in float32. On the CPU
-    g_s runs in bands of rows on ``pool`` (the same pixels as one piece, see :mod:`crdr.parallel`)."""
+    g_s runs in bands of rows on ``pool`` (the same pixels as one piece, see :mod:`crdr.parallel`).
+    ``q`` and ``beta`` were checked where they entered."""
     decoder = _transform(model, "decoder", device)
-    q_tensor, beta_tensor = _on(model.quality(q), device), _on(model.realism(beta), device)
+    q_tensor, beta_tensor = _on(model.q_tensor(q), device), _on(model.beta_tensor(beta), device)
     if device.type == "cpu":
         x_hat = parallel.run_steps(decoder.steps(q_tensor, beta_tensor), _cpu_channels_last(y_hat), pool)
         return x_hat.contiguous()
@@ -441,9 +451,17 @@ def encode_at(
     q = _number("q", q)
     progress = _progress(progress)
     device = resolve_device(device)
-    model.quality(q)  # range check before any work
+    _check_q(model, q)  # before any work
     height, width = source.rgb.shape[:2]
-    tile = _tile_size_for(width, height, tile_size)
+    return _encode_at(source, q, model, _tile_size_for(width, height, tile_size), progress, device)
+
+
+def _encode_at(
+    source: image_io.SourceImage, q: float, model: CRDR, tile: int, progress: Progress | None,
+    device: torch.device,
+) -> bytes:
+    """:func:`encode_at` with checked arguments; ``tile``: a tile size :func:`_tile_size_for` gave."""
+    height, width = source.rgb.shape[:2]
     has_metadata = source.icc_profile is not None or source.exif is not None
     version = bitstream.version_for(has_metadata)
     tiles = []
@@ -528,27 +546,27 @@ def encode(
     device = resolve_device(device)
     codec_model = get_model(model)
     if q is not None:
-        codec_model.quality(q)  # range check before reading the image
+        _check_q(codec_model, q)  # before reading the image
     source = _load(image, max_pixels, strip)
     height, width = source.rgb.shape[:2]
-    _tile_size_for(width, height, tile_size)  # refuse a bad tile size before any coding
+    tile = _tile_size_for(width, height, tile_size)  # before any coding
     label = None
     if target_bpp is not None:
         target_size = int(target_bpp * width * height / 8)
         label = f"{target_bpp:g} bpp ({target_size} bytes for {width}x{height})"
     if target_size is not None:
-        result = _search_size(source, target_size, codec_model, tile_size, label, progress, device)
+        result = _search_size(source, target_size, codec_model, tile, label, progress, device)
     elif target_psnr is not None:
-        result = _search_psnr(source, target_psnr, codec_model, tile_size, progress, device)
+        result = _search_psnr(source, target_psnr, codec_model, tile, progress, device)
     else:
         q = 2.0 if q is None else q
-        result = EncodeResult(encode_at(source, q, codec_model, tile_size, progress, device), q, width, height)
+        result = EncodeResult(_encode_at(source, q, codec_model, tile, progress, device), q, width, height)
     result.notes[:0] = list(source.notes)
     return result
 
 
 def _search_size(
-    source, target: int, model: CRDR, tile_size: int | None, label: str | None = None,
+    source, target: int, model: CRDR, tile: int, label: str | None = None,
     progress: Progress | None = None, device: torch.device = torch.device("cpu"),
 ) -> EncodeResult:
     """Largest ``q`` whose file fits in ``target`` bytes: bisection on real encoded sizes.
@@ -561,7 +579,7 @@ def _search_size(
     files: dict[int, bytes] = {}
 
     def size_of(position: int) -> int:  # q on a grid of 2**SEARCH_STEPS steps: the old midpoints
-        files[position] = encode_at(source, _grid_q(position, model), model, tile_size, progress, device)
+        files[position] = _encode_at(source, _grid_q(position, model), model, tile, progress, device)
         return len(files[position])
 
     top = 2**SEARCH_STEPS
@@ -585,15 +603,15 @@ def _grid_q(position: int, model: CRDR) -> float:
 
 
 def _search_psnr(
-    source, target: float, model: CRDR, tile_size: int | None, progress: Progress | None = None,
+    source, target: float, model: CRDR, tile: int, progress: Progress | None = None,
     device: torch.device = torch.device("cpu"),
 ) -> EncodeResult:
     """Smallest ``q`` whose reconstruction at beta = 0 reaches ``target`` dB (bisection)."""
     height, width = source.rgb.shape[:2]
 
     def quality_of(q: float) -> tuple[bytes, float]:
-        data = encode_at(source, q, model, tile_size, progress, device)
-        decoded = decode_container(bitstream.unpack(data), model, 0.0, device=device)
+        data = _encode_at(source, q, model, tile, progress, device)
+        decoded = _decode_container(bitstream.unpack(data), model, 0.0, None, device)
         return data, psnr_of(decoded.rgb, source.rgb)
 
     data, psnr = quality_of(model.max_q)
@@ -661,8 +679,8 @@ def _decodable_pieces(container: Container, model: CRDR) -> list[tuple[tuple[int
             f"file was written by model {header.model_id.hex()}, but the decoding model is "
             f"{model_identity(model).hex()} (pass the right --model)"
         )
-    model.quality(header.q)
-    pieces = [(box, z, y) for box, (z, y) in zip(header.tiles(), container.tile_strings())]
+    _check_q(model, header.q)
+    pieces = container.pieces()
     check_payloads(pieces, model)
     return pieces
 
@@ -733,7 +751,9 @@ def synthesize(
 ) -> DecodedImage:
     """Run the synthesis transform on every tile at realism ``beta`` and join the tiles;
     ``progress(done, total)`` is called after each tile; ``device``: where g_s runs."""
-    return _synthesize(latents, model, _beta(model, beta), _progress(progress), resolve_device(device))
+    beta = _number("beta", beta)
+    _check_beta(model, beta)
+    return _synthesize(latents, model, beta, _progress(progress), resolve_device(device))
 
 
 def decode_container(
@@ -746,9 +766,15 @@ def decode_container(
     and synthesised. ``device``: where g_s runs (:func:`resolve_device`); entropy decoding is on
     the CPU whatever it is.
     """
-    beta = _beta(model, beta)
-    progress = _progress(progress)
-    device = resolve_device(device)
+    beta = _number("beta", beta)
+    _check_beta(model, beta)
+    return _decode_container(container, model, beta, _progress(progress), resolve_device(device))
+
+
+def _decode_container(
+    container: Container, model: CRDR, beta: float, progress: Progress | None, device: torch.device
+) -> DecodedImage:
+    """:func:`decode_container` with checked arguments."""
     header = container.header
     pieces = _decodable_pieces(container, model)
     with _decoding(header.width, header.height) as pool:
@@ -810,7 +836,9 @@ def decompress(
     # The file is parsed before the model is loaded: a hostile header costs no weights.
     if bitstream.identify(data, format) == "crdr":
         container = bitstream.unpack(data, max_pixels=max_pixels)
-        return decode_container(container, get_model(model), beta, progress, device).to_pil()
+        codec_model = get_model(model)
+        _check_beta(codec_model, beta)
+        return _decode_container(container, codec_model, beta, progress, device).to_pil()
     official = bitstream.unpack_official(data, max_pixels=max_pixels)
     return _decode_official(official, beta, get_model(model), progress, device)
 
@@ -830,7 +858,7 @@ def compress_official(image, *, q: float, model=None, device="cpu") -> bytes:
     device = resolve_device(device)
     q_byte = bitstream.official_q_byte(q)
     codec_model = get_model(model)
-    codec_model.quality(q)
+    _check_q(codec_model, q)
     source = _load(image, bitstream.DEFAULT_MAX_PIXELS)
     height, width = source.rgb.shape[:2]
     if height > 65535 or width > 65535:
@@ -862,8 +890,8 @@ def decompress_official(
 def _decode_official(
     official: bitstream.OfficialFile, beta: float, model: CRDR, progress: Progress | None, device: torch.device
 ) -> Image.Image:
-    model.quality(official.q)
-    beta = _beta(model, beta)
+    _check_q(model, official.q)  # the file's q
+    _check_beta(model, beta)
     box = (0, 0, official.width, official.height)
     check_payloads([(box, official.z_string, official.y_string)], model)
     with _decoding(official.width, official.height) as pool:

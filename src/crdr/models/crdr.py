@@ -143,19 +143,25 @@ class CRDR(nn.Module):
     def max_q(self) -> float:
         return float(self.config.rate_levels - 1)
 
-    def quality(self, q, batch: int = 1) -> Tensor | None:
-        """Validated ``q`` tensor, or ``None`` for a single-rate (stage-1) model."""
+    def q_tensor(self, q, batch: int = 1) -> Tensor | None:
+        """``q`` as the (1,) or (N,) float32 tensor g_a and g_s take, or ``None`` for a
+        single-rate (stage-1) model. Refuses (:class:`ParameterError`) a q outside [0, max_q]."""
         if not self.config.variable_rate:
             return None
         if q is None:
             raise ParameterError("q is required for a variable-rate model")
         return batch_parameter(q, "q", self.max_q, batch)
 
-    def realism(self, beta, batch: int = 1) -> Tensor | None:
-        """Validated ``beta`` tensor (default 0), or ``None`` for a model without β conditioning."""
+    def beta_tensor(self, beta, batch: int = 1) -> Tensor | None:
+        """``beta`` (default 0) as the (1,) or (N,) float32 tensor g_s takes, or ``None`` for a
+        model without β conditioning. Refuses a beta outside [0, max_beta]."""
         if not self.config.beta_conditioned:
             return None
         return batch_parameter(0.0 if beta is None else beta, "beta", self.config.max_beta, batch)
+
+    # The old names, until crdr.evaluate.run and tests/test_parallel.py call the new ones.
+    quality = q_tensor
+    realism = beta_tensor
 
     @staticmethod
     def check_size(x: Tensor) -> None:
@@ -168,12 +174,12 @@ class CRDR(nn.Module):
     def analysis(self, x: Tensor, q) -> Tensor:
         """``y = g_a(x, q)``."""
         self.check_size(x)
-        return self.encoder(x, self.quality(q, x.shape[0]))
+        return self.encoder(x, self.q_tensor(q, x.shape[0]))
 
     def synthesis(self, y_hat: Tensor, q, beta) -> Tensor:
         """Raw ``x̂ = g_s(ŷ, q, β)`` (not clamped)."""
         n = y_hat.shape[0]
-        return self.decoder(y_hat, self.quality(q, n), self.realism(beta, n))
+        return self.decoder(y_hat, self.q_tensor(q, n), self.beta_tensor(beta, n))
 
     def forward(self, x: Tensor, q=None, beta=None) -> ForwardResult:
         """Training (``self.training``) or evaluation forward pass (spec §9)."""

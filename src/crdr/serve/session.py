@@ -109,7 +109,7 @@ class Workbench:
         if not math.isfinite(q):
             raise ParameterError(f"q must be a number, got {q}")
         q = round(float(q), DECIMALS)
-        self.model.quality(q)  # raises ParameterError outside [0, max_q]
+        self.model.q_tensor(q)  # the model's range: raises ParameterError outside [0, max_q]
         return q
 
     def checked_beta(self, beta: float) -> float:
@@ -118,7 +118,7 @@ class Workbench:
         if not math.isfinite(beta):
             raise ParameterError(f"beta must be a number, got {beta}")
         beta = round(float(beta), DECIMALS)
-        self.model.realism(beta)
+        self.model.beta_tensor(beta)  # the model's range: raises ParameterError outside [0, max_beta]
         return beta
 
     # -- crdr
@@ -185,8 +185,13 @@ class Workbench:
 
     def latents(self, image_id: str, q: float) -> tuple[Latents, Bitstream, bool]:
         """Entropy-decode the bitstream of ``(image, q)`` once: ŷ does not depend on ``beta``."""
-        image = self.image(image_id)
         stream, _ = self.bitstream(image_id, q)
+        value, cached = self._latents_of(image_id, stream)
+        return value, stream, cached
+
+    def _latents_of(self, image_id: str, stream: Bitstream) -> tuple[Latents, bool]:
+        """:meth:`latents` of a bitstream already made (its q checked)."""
+        image = self.image(image_id)
 
         from crdr import codec
 
@@ -199,11 +204,15 @@ class Workbench:
             header, tiles, alpha = decoded.header, decoded.tiles, decoded.alpha
             return Latents(header, tuple(tiles), alpha, time.perf_counter() - started)
 
-        value, cached = self._latents.get((image_id, stream.q), entropy_decode)
-        return value, stream, cached
+        return self._latents.get((image_id, stream.q), entropy_decode)
 
     def decoded(self, image_id: str, q: float, beta: float) -> tuple[Decoded, Bitstream, bool]:
         """The reconstruction at ``beta``: the synthesis transform on the cached ŷ."""
+        decoded, stream, cached, _ = self._decoded_at(image_id, q, beta)
+        return decoded, stream, cached
+
+    def _decoded_at(self, image_id: str, q: float, beta: float) -> tuple[Decoded, Bitstream, bool, float]:
+        """:meth:`decoded`, and ``beta`` as checked (the page's numbers show it)."""
         image, beta = self.image(image_id), self.checked_beta(beta)
         stream, _ = self.bitstream(image_id, q)
 
@@ -211,7 +220,7 @@ class Workbench:
 
         def decode() -> Decoded:
             started = time.perf_counter()
-            latents, _, cached_latents = self.latents(image_id, q)
+            latents, cached_latents = self._latents_of(image_id, stream)
             header = latents.header
             synthesis_started = time.perf_counter()
             with self._codec_lock:
@@ -228,11 +237,10 @@ class Workbench:
             )
 
         value, cached = self._decoded.get((image_id, stream.q, beta), decode)
-        return value, stream, cached
+        return value, stream, cached, beta
 
     def decode(self, image_id: str, q: float, beta: float) -> dict:
-        decoded, stream, cached = self.decoded(image_id, q, beta)
-        beta = self.checked_beta(beta)
+        decoded, stream, cached, beta = self._decoded_at(image_id, q, beta)
         query = f"image={image_id}&q={short_number(stream.q)}&beta={short_number(beta)}"
         return {
             **self._stream_facts(image_id, stream), "beta": beta, "psnr": _finite(decoded.psnr),
@@ -265,8 +273,7 @@ class Workbench:
             def reconstruction() -> np.ndarray:
                 return baselines.get_codec(codec_name).decode(result.data)
         elif beta is not None:
-            decoded, stream, _ = self.decoded(image_id, q, beta)
-            beta = self.checked_beta(beta)
+            decoded, stream, _, beta = self._decoded_at(image_id, q, beta)
             key = (image_id, stream.q, beta)
 
             def reconstruction() -> np.ndarray:
