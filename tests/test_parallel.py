@@ -32,7 +32,7 @@ def test_banded_synthesis_matches_the_whole_tensor_pass():
     # Within float rounding: convolution kernels may pick another summation order for another
     # height (a halo too small would be off by 1e-2 and more, see test_parallel_halo_*).
     model, y_hat = _decoder_and_latents(rows=30, name="small")
-    q, beta = model.quality(1.5), model.realism(2.0)
+    q, beta = model.q_tensor(1.5), model.beta_tensor(2.0)
     assert len(parallel.row_bands(30, model.decoder.ROW_HALO["attn1"])) > 1  # really banded
     with parallel.single_thread() as pool, torch.no_grad():
         whole = model.decoder(y_hat, q, beta)
@@ -42,7 +42,7 @@ def test_banded_synthesis_matches_the_whole_tensor_pass():
 
 def test_parallel_halo_one_row_short_changes_the_output():
     model, y_hat = _decoder_and_latents(rows=30, name="small")
-    q, beta = model.quality(1.5), model.realism(2.0)
+    q, beta = model.q_tensor(1.5), model.beta_tensor(2.0)
     short = [parallel.RowLocalStep(step.run, max(step.halo - 1, 0), step.scale) for step in model.decoder.steps(q, beta)]
     with parallel.single_thread() as pool, torch.no_grad():
         whole = model.decoder(y_hat, q, beta)
@@ -52,7 +52,7 @@ def test_parallel_halo_one_row_short_changes_the_output():
 
 def test_banded_synthesis_does_not_depend_on_the_pool_size():
     model, y_hat = _decoder_and_latents(rows=30)
-    steps = model.decoder.steps(model.quality(0.5), model.realism(5.0))
+    steps = model.decoder.steps(model.q_tensor(0.5), model.beta_tensor(5.0))
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -79,7 +79,7 @@ def test_single_thread_restores_the_thread_count_and_sizes_the_pool():
 
 def test_row_halos_cover_the_synthesis_receptive_field():
     model, y_hat = _decoder_and_latents(rows=40)
-    q, beta = model.quality(2.0), model.realism(0.0)
+    q, beta = model.q_tensor(2.0), model.beta_tensor(0.0)
     halo_pixels = 0.0
     scale = 1 / 16  # input rows of each layer per output pixel row
     for name in model.decoder.LAYERS:

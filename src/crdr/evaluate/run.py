@@ -185,9 +185,9 @@ def _load_model(model, request: Request, note: Callable[[str], None]):
         note("model has no β conditioning: β grid reduced to β=0")
         beta_grid = (0.0,)
     for q in q_grid:
-        crdr_model.quality(q)
+        crdr_model.q_tensor(q)
     for beta in beta_grid:
-        crdr_model.realism(beta)
+        crdr_model.beta_tensor(beta)
     return crdr_model, q_grid, beta_grid
 
 

@@ -159,10 +159,6 @@ class CRDR(nn.Module):
             return None
         return batch_parameter(0.0 if beta is None else beta, "beta", self.config.max_beta, batch)
 
-    # The old names, until crdr.evaluate.run and tests/test_parallel.py call the new ones.
-    quality = q_tensor
-    realism = beta_tensor
-
     @staticmethod
     def check_size(x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != 3:
