@@ -335,6 +335,14 @@ def _name(path: Path | None, stdio: str) -> str:
     return stdio if path is None else str(path)
 
 
+def _report(job: Job, notes: list[str], single: bool, outcome: str) -> None:
+    """A file's notes (stderr), then, when it is the only file, ``input -> output: outcome``."""
+    for note in notes:
+        print(f"crdr: note: {job.label}: {note}", file=sys.stderr)
+    if single:
+        _status(job, f"{job.label} -> {_name(job.target, 'stdout')}: {outcome}")
+
+
 # -- compress -------------------------------------------------------------------------------------
 
 
@@ -373,11 +381,8 @@ def run_compress(args: argparse.Namespace) -> int:
         _write(job.target, data, force=args.force)
         totals[0] += 8 * len(data)
         totals[1] += width * height
-        for note in notes:
-            print(f"crdr: note: {job.label}: {note}", file=sys.stderr)
-        if len(jobs) == 1:
-            _status(job, f"{job.label} -> {_name(job.target, 'stdout')}: {len(data)} bytes, "
-                         f"{8 * len(data) / (width * height):.4f} bpp, q={result_q:.4f}")
+        _report(job, notes, len(jobs) == 1,
+                f"{len(data)} bytes, {8 * len(data) / (width * height):.4f} bpp, q={result_q:.4f}")
 
     summary = run_jobs(jobs, work, keep_going=args.keep_going)
     mean = f"mean {totals[0] / totals[1]:.4f} bpp, " if totals[1] else ""
@@ -408,11 +413,7 @@ def run_decompress(args: argparse.Namespace) -> int:
                 progress=progress, device=device,
             )
         notes = _save_image(job.target, image, force=args.force)
-        for note in notes:
-            print(f"crdr: note: {job.label}: {note}", file=sys.stderr)
-        if len(jobs) == 1:
-            _status(job, f"{job.label} -> {_name(job.target, 'stdout')}: {image.width}x{image.height} "
-                         f"{image.mode}, beta={args.beta:g}")
+        _report(job, notes, len(jobs) == 1, f"{image.width}x{image.height} {image.mode}, beta={args.beta:g}")
 
     summary = run_jobs(jobs, work, keep_going=args.keep_going)
     return _finish(summary, jobs, f"{summary.done} files, {time.perf_counter() - started:.1f} s")
