@@ -169,7 +169,7 @@ def test_every_file_the_encoder_writes_meets_the_payload_bound(tiny_model, size,
     bounds = codec.PayloadBounds.of(tiny_model)
     for q in (0.0, tiny_model.max_q):
         container = bitstream.unpack(codec.compress(rgb, q=q, model=tiny_model, tile_size=tile_size))
-        for (_, _, w, h), (z_string, y_string) in zip(container.header.tiles(), container.tile_strings()):
+        for (_, _, w, h), z_string, y_string in container.pieces():
             z_least, y_least = bounds.minimum_bytes(w, h)
             assert len(z_string) >= z_least and len(y_string) >= y_least
             assert len(z_string) % 4 == len(y_string) % 4 == 0
