@@ -1,4 +1,5 @@
-"""Start-up time of every ``crdr`` subcommand: ``--help``, ``--version``, ``info`` and an argument error.
+"""Start-up time of every ``crdr`` subcommand (``--help``, ``--version``, ``info``, argument errors)
+and of one whole ``crdr compress`` of a Kodak image with the bundled model.
 
 What: each command line runs as ``python -m crdr ...`` in a fresh subprocess, once as a warm-up
 (file-system caches) and then ``--runs`` times; the table gives the median and the fastest wall
@@ -41,10 +42,14 @@ PROBE = (
 )
 
 
-def command_lines(coded: Path) -> list[tuple[str, list[str]]]:
+SAMPLE = Path(__file__).resolve().parents[1] / "src" / "crdr" / "samples" / "kodim23.png"
+
+
+def command_lines(coded: Path, scratch: Path) -> list[tuple[str, list[str]]]:
     """(label, arguments after ``python``) for every measured command."""
     crdr = ["-m", "crdr"]
-    lines = [("python -c pass", ["-c", "pass"]), ("python -c 'import torch'", ["-c", "import torch"])]
+    lines = [("python -c pass", ["-c", "pass"]), ("python -c 'import torch'", ["-c", "import torch"]),
+             ("python -c 'import compressai'", ["-c", "import compressai"])]
     lines += [("crdr --help", [*crdr, "--help"]), ("crdr --version", [*crdr, "--version"])]
     for command in ("compress", "decompress", "info", "train", "export", "eval", "serve"):
         lines.append((f"crdr {command} --help", [*crdr, command, "--help"]))
@@ -53,6 +58,9 @@ def command_lines(coded: Path) -> list[tuple[str, list[str]]]:
         ("crdr info FILE --json", [*crdr, "info", str(coded), "--json"]),
         ("crdr compress (argument error)", [*crdr, "compress"]),
         ("crdr compress -q x (argument error)", [*crdr, "compress", "a.png", "-q", "x"]),
+        # The whole job with the bundled model: start-up, model load, coding, writing.
+        ("crdr compress kodim23.png -q 2 (whole job)",
+         [*crdr, "compress", str(SAMPLE), "-q", "2", "-o", str(scratch / "kodim23.crdr"), "--force"]),
     ]
     return lines
 
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="startup.") as scratch:
         coded = Path(args.file) if args.file else make_coded_file(Path(scratch))
-        for label, arguments in command_lines(coded):
+        for label, arguments in command_lines(coded, Path(scratch)):
             run_once(arguments, env)  # warm-up
             runs = [run_once(arguments, env) for _ in range(args.runs)]
             seconds = [run[0] for run in runs]
