@@ -69,6 +69,56 @@ def test_frozen_parameters_do_not_change_after_a_step():
     assert not any(id(p) in optimised for p in training.model.encoder.parameters())
 
 
+@pytest.mark.parametrize("part", ["decoder", "beta"])
+def test_trainable_part_moves_only_that_part(part):
+    training = build_training(tiny(3, trainable=part, perceptual_weight=0.0))
+    beta_names = set(training.model.beta_parameters())
+    inside = (lambda k: k.startswith("decoder.")) if part == "decoder" else (lambda k: k in beta_names)
+    before = snapshot(training.model)
+    assert training_step(training, batch())["skipped"] == 0
+    moved = changed(before, training.model)
+    assert moved and all(inside(k) for k in moved)
+    assert training.aux_optimizer is None  # the z quantiles belong to the entropy model: fixed
+    optimised = {id(p) for group in training.optimizer.param_groups for p in group["params"]}
+    named = dict(training.model.named_parameters())
+    assert optimised == {id(p) for name, p in named.items() if inside(name)}
+
+
+def test_unknown_trainable_part_is_refused():
+    with pytest.raises(ParameterError, match="trainable"):
+        tiny(3, trainable="encoder")
+
+
+def test_zero_projection_init_starts_from_the_beta_free_decoder(tmp_path):
+    source = build_training(tiny(3)).model
+    for parameter in source.beta_parameters().values():  # a loaded model with trained β layers
+        parameter.data.normal_(0.0, 0.5)
+    weights = tmp_path / "stage3.safetensors"
+    save_weights(source, weights)
+    x = batch()
+    keep = build_training(tiny(3, init_from=str(weights))).model.eval()
+    zero = build_training(tiny(3, init_from=str(weights), beta_init="zero-projection")).model.eval()
+    with torch.no_grad():
+        assert not torch.equal(keep(x, 1.0, 0.0).x_hat, keep(x, 1.0, 5.12).x_hat)
+        assert torch.equal(zero(x, 1.0, 0.0).x_hat, zero(x, 1.0, 5.12).x_hat)
+    projections = {k: v for k, v in zero.beta_parameters().items() if ".proj_" in k}
+    assert projections and all(not v.any() for v in projections.values())
+    first = zero.decoder.mlp[0].weight.detach()
+    assert 0.05 < float(first.std()) < 0.3  # torch's Linear init for 20 inputs, not N(0, 0.02)
+    with torch.no_grad():
+        condition = zero.decoder.condition(torch.tensor([0.0, 5.12]))
+    assert float((condition[0] - condition[1]).abs().mean()) > 0.02  # c depends on β from the start
+    rest = {k for k in keep.state_dict() if k not in zero.beta_parameters()}
+    assert all(torch.equal(keep.state_dict()[k], zero.state_dict()[k]) for k in rest)
+
+
+def test_beta_init_outside_stage_3_is_refused():
+    with pytest.raises(ParameterError, match="beta_init"):
+        tiny(2, beta_init="zero-projection")
+    with pytest.raises(ParameterError, match="beta_init"):
+        tiny(3, beta_init="xavier")
+
+
 def test_frozen_prefix_matching_nothing_fails():
     with pytest.raises(ParameterError, match="encoderr"):
         trainable_parameters(CRDR(tiny(1).model_config()), 1, ("encoderr",))
@@ -136,6 +186,29 @@ def test_q_and_beta_are_drawn_on_the_paper_grid():
         k = round(beta / 0.0512)
         assert 0 <= k <= 100 and beta == 5.12 * k / 100
     assert loop._sample_q_beta(build_training(tiny(1, perceptual_weight=0.0))) == (0, None, None)
+
+
+def test_beta_endpoint_fraction_puts_batches_at_both_ends_of_the_dial():
+    always = build_training(tiny(3, perceptual_weight=0.0, beta_endpoint_fraction=1.0))
+    betas = [loop._sample_q_beta(always)[2] for _ in range(200)]
+    assert set(betas) == {0.0, 5.12}
+    half = build_training(tiny(3, perceptual_weight=0.0, beta_endpoint_fraction=0.5))
+    betas = [loop._sample_q_beta(half)[2] for _ in range(400)]
+    ends = sum(beta in (0.0, 5.12) for beta in betas)
+    assert 150 < ends < 260  # about half, plus the uniform draws' 2 %
+    assert len(set(betas)) > 20
+
+
+def test_beta_endpoint_fraction_zero_draws_the_papers_sequence():
+    paper = build_training(tiny(3, perceptual_weight=0.0))
+    explicit = build_training(tiny(3, perceptual_weight=0.0, beta_endpoint_fraction=0.0))
+    assert [loop._sample_q_beta(paper) for _ in range(50)] == [loop._sample_q_beta(explicit) for _ in range(50)]
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+def test_beta_endpoint_fraction_outside_0_1_is_refused(fraction):
+    with pytest.raises(ParameterError, match="beta_endpoint_fraction"):
+        tiny(3, beta_endpoint_fraction=fraction)
 
 
 def test_a_bad_loss_skips_every_update():

@@ -1,7 +1,7 @@
 """The names a training run chooses its losses and discriminator by, written once and torch-free.
 
 What: the accepted values of the :class:`~crdr.train.config.TrainConfig` fields ``perceptual``,
-``gan_loss`` and ``discriminator``. Their builders (:class:`crdr.losses.PerceptualLoss`,
+``gan_loss``, ``discriminator``, ``beta_init`` and ``trainable``. Their builders (:class:`crdr.losses.PerceptualLoss`,
 :func:`crdr.losses.gan_loss`, :func:`crdr.models.discriminator.build_discriminator`) import them
 from here, select by them and re-export them; the config validates ``--set`` values against them.
 
@@ -14,7 +14,7 @@ that ``losses.py`` and ``models/`` need not import from the ``train`` package ab
 
 from __future__ import annotations
 
-__all__ = ["DISCRIMINATOR_KINDS", "GAN_LOSS_NAMES", "PERCEPTUAL_KINDS"]
+__all__ = ["BETA_INITS", "DISCRIMINATOR_KINDS", "GAN_LOSS_NAMES", "PERCEPTUAL_KINDS", "TRAINABLE_PARTS"]
 
 # crdr.losses.PerceptualLoss(kind)
 PERCEPTUAL_KINDS = ("stlpips-alex", "lpips-alex")
@@ -22,3 +22,7 @@ PERCEPTUAL_KINDS = ("stlpips-alex", "lpips-alex")
 GAN_LOSS_NAMES = ("sgan", "rgan", "ragan", "hrrgan")
 # crdr.models.discriminator.build_discriminator(kind)
 DISCRIMINATOR_KINDS = ("independent", "shared", "hybrid")
+# crdr.models.elic.ElicDecoder.reset_beta_parameters(scheme); "keep" leaves loaded ones alone
+BETA_INITS = ("keep", "paper", "zero-projection")
+# crdr.train.stages.trainable_parameters(part)
+TRAINABLE_PARTS = ("all", "decoder", "beta")

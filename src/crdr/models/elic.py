@@ -193,17 +193,35 @@ class ElicDecoder(nn.Module):
         else:
             self.mlp = None
 
-    def reset_beta_parameters(self, everything: bool = False) -> None:
-        """The authors' ``weight_init``: weights ~ N(0, 0.02), biases 0.
+    def reset_beta_parameters(self, everything: bool = False, scheme: str = "paper") -> None:
+        """Initialise the β parts (``proj_*`` and the MLP), or with ``everything`` every conv/linear.
 
-        With ``everything`` it covers every conv/linear of the decoder (as at construction, spec
-        §3.5); otherwise only the new beta parts (``proj_*`` and the MLP), which is what stage 3
-        effectively starts from after loading the stage-2 decoder.
+        ``paper``: the authors' ``weight_init``, weights ~ N(0, 0.02) and biases 0 (spec §3.5;
+        with ``everything`` as at construction, otherwise what stage 3 starts from after loading
+        the stage-2 decoder). The condition then passes three such layers on its way to the
+        features and arrives about 1e-3 strong: the bundled model's MLP weights were still at their
+        initial size after 4,800 stage-3 steps (docs/training.md, ablations of 2026-12-02).
+
+        ``zero-projection`` (β parts only): the MLP at torch's default ``nn.Linear`` init, so that
+        ``c`` is O(0.1) and varies with β, and every ``proj_*`` zero, so that the decoder starts
+        exactly as the β-free one at every β and the projections' gradient ``∂L/∂h · c`` is not
+        small (the zero-initialised modulation of ControlNet and DiT's adaLN-zero).
         """
+        if scheme not in ("paper", "zero-projection"):
+            raise ValueError(f"unknown β initialisation {scheme!r}")
+        if scheme == "zero-projection" and everything:
+            raise ValueError("zero-projection initialises the β parts only")
         for name, module in self.named_modules():
             if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
                 continue
-            if everything or "proj_" in name or name.startswith("mlp"):
+            beta_part = "proj_" in name or name.startswith("mlp")
+            if scheme == "zero-projection" and beta_part:
+                if "proj_" in name:
+                    nn.init.zeros_(module.weight)
+                    nn.init.zeros_(module.bias)
+                else:
+                    module.reset_parameters()
+            elif everything or beta_part:
                 nn.init.normal_(module.weight, 0.0, 0.02)
                 nn.init.zeros_(module.bias)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from crdr.config import ModelConfig, preset
 from crdr.errors import CrdrError, ParameterError
-from crdr.choices import DISCRIMINATOR_KINDS, GAN_LOSS_NAMES, PERCEPTUAL_KINDS
+from crdr.choices import BETA_INITS, DISCRIMINATOR_KINDS, GAN_LOSS_NAMES, PERCEPTUAL_KINDS, TRAINABLE_PARTS
 
 __all__ = [
     "PRESETS",
@@ -68,6 +68,10 @@ class TrainConfig:
     stage: int = 1  # 1: single rate; 2: + ICA (variable rate); 3: + β conditioning and GAN
     init_from: str = ""  # previous stage: an exported .safetensors, an authors' .pth.tar or a run dir
     frozen: tuple[str, ...] = ()  # parameter-name prefixes that do not train (the paper freezes none)
+    trainable: str = "all"  # all | decoder | beta (crdr.train.stages.trainable_parameters)
+    # keep: β layers as loaded (new ones N(0, 0.02), the paper's); paper or zero-projection:
+    # re-initialise them at the start of the run (crdr.models.elic.ElicDecoder.reset_beta_parameters)
+    beta_init: str = "keep"
 
     # -- data ------------------------------------------------------------------------------------
     data_root: str = ""  # folder of training images (searched recursively)
@@ -103,6 +107,11 @@ class TrainConfig:
     perceptual_weight: float = 1.0
     adversarial_weight: float = 0.0  # > 0 builds a discriminator and trains it
     beta_weighted: bool = False  # multiply the perceptual and adversarial terms by β (stage 3)
+    # Stage 3: this fraction of batches takes β = 0 or β = max (half each) instead of the paper's
+    # uniform draw over 101 values, where each end gets 1 % of the batches. With so few β = 0 batches
+    # a short run learns a β-independent shift towards the average objective and the dial collapses
+    # (docs/training.md, ablations of 2026-12-02). The paper's recipe is 0.
+    beta_endpoint_fraction: float = 0.0
     gan_loss: str = "hrrgan"
     reference_delta: int = 1  # HRRGAN: the reference is the reconstruction at q + delta
     discriminator: str = "independent"
@@ -176,6 +185,9 @@ class TrainConfig:
                 )
         checks = [
             (self.perceptual in PERCEPTUAL_KINDS, f"perceptual must be one of {', '.join(PERCEPTUAL_KINDS)}"),
+            (self.trainable in TRAINABLE_PARTS, f"trainable must be one of {', '.join(TRAINABLE_PARTS)}"),
+            (self.beta_init in BETA_INITS, f"beta_init must be one of {', '.join(BETA_INITS)}"),
+            (self.beta_init == "keep" or self.stage == 3, "beta_init needs stage 3 (the β layers)"),
             (self.gan_loss in GAN_LOSS_NAMES, f"gan_loss must be one of {', '.join(GAN_LOSS_NAMES)}"),
             (
                 self.discriminator in DISCRIMINATOR_KINDS,
@@ -192,6 +204,7 @@ class TrainConfig:
             (min(self.lr, self.aux_lr, self.discriminator_lr) > 0, "learning rates must be positive"),
             (self.ica_lr_scale > 0, "ica_lr_scale must be positive"),
             (self.beta_lr_scale > 0, "beta_lr_scale must be positive"),
+            (0 <= self.beta_endpoint_fraction <= 1, "beta_endpoint_fraction must be in [0, 1]"),
             (list(self.lr_milestones) == sorted(self.lr_milestones), "lr_milestones must be increasing"),
             (self.clip_norm > 0, "clip_norm must be positive"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),

@@ -189,10 +189,12 @@ def build_training(
     model = CRDR(config.model_config())
     if init and config.init_from:
         init_from_previous(model, config.init_from)
+    if init and config.beta_init != "keep":
+        model.decoder.reset_beta_parameters(scheme=config.beta_init)
     model.to(device).train()
     if config.channels_last:
         _use_channels_last(model)
-    trainable = trainable_parameters(model, config.stage, config.frozen)
+    trainable = trainable_parameters(model, config.stage, config.frozen, config.trainable)
     aux_ids = {id(p) for p in model.aux_parameters()}
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -246,7 +248,9 @@ def _use_channels_last(module: nn.Module) -> None:
 
 def _sample_q_beta(training: Training) -> tuple[int, float | None, float | None]:
     """``(q_index, q, β)`` for one batch (spec §14.3): q uniform in 0..levels-1 (None in stage 1),
-    β = max_beta · k/100 with k uniform in 0..100 (None before stage 3)."""
+    β = max_beta · k/100 with k uniform in 0..100 (None before stage 3). With a
+    ``beta_endpoint_fraction`` p > 0, a batch takes k = 0 or 100 (even odds) with probability p
+    first; at p = 0 the draws are the paper's, number for number."""
     config = training.config
     if config.stage == 1:
         return 0, None, None
@@ -254,6 +258,9 @@ def _sample_q_beta(training: Training) -> tuple[int, float | None, float | None]
     beta = None
     if config.stage == 3:
         k = int(torch.randint(0, 101, (1,), generator=training.sampling))
+        fraction = config.beta_endpoint_fraction
+        if fraction > 0 and float(torch.rand((), generator=training.sampling)) < fraction:
+            k = 100 * int(torch.randint(0, 2, (1,), generator=training.sampling))
         beta = training.model.config.max_beta * k / 100
     return q_index, float(q_index), beta
 

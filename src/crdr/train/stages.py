@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from crdr.choices import TRAINABLE_PARTS
 from crdr.config import ModelConfig
 from crdr.errors import ParameterError, WeightsError
 from crdr.models.crdr import CRDR
@@ -63,14 +64,19 @@ def _stage_parameter_names() -> tuple[frozenset[str], frozenset[str]]:
 
 
 def trainable_parameters(
-    model: nn.Module, stage: int, frozen: Sequence[str] = ()
+    model: nn.Module, stage: int, frozen: Sequence[str] = (), part: str = "all"
 ) -> dict[str, nn.Parameter]:
     """Name → parameter of everything that trains in ``stage``.
 
-    All parameters except those whose name starts with a prefix of ``STAGE_FROZEN[stage]`` (empty
-    for every stage of the paper) or of ``frozen``. A prefix matching no parameter is an error (a
-    typo would otherwise silently train everything).
+    ``part`` narrows the codec to one part: ``all`` (the paper), ``decoder`` (g_s with its β
+    layers: the bitstream of every q stays the loaded model's) or ``beta`` (only what stage 3
+    adds, :func:`is_beta_parameter`: the β = 0 decode can only change through the condition).
+    Of those, every parameter trains except the ones whose name starts with a prefix of
+    ``STAGE_FROZEN[stage]`` (empty for every stage of the paper) or of ``frozen``. A prefix matching
+    no parameter is an error (a typo would otherwise silently train everything).
     """
+    if part not in TRAINABLE_PARTS:
+        raise ParameterError(f"trainable must be one of {', '.join(TRAINABLE_PARTS)}, got {part!r}")
     if stage not in STAGE_FROZEN:
         raise ParameterError(f"stage must be one of {sorted(STAGE_FROZEN)}, got {stage}")
     prefixes = tuple(STAGE_FROZEN[stage]) + tuple(frozen)
@@ -78,7 +84,14 @@ def trainable_parameters(
     for prefix in prefixes:
         if not any(name.startswith(prefix) for name in names):
             raise ParameterError(f"frozen prefix {prefix!r} matches no parameter of the model")
-    return {name: p for name, p in model.named_parameters() if not name.startswith(prefixes)}
+    in_part = {
+        "all": lambda name: True,
+        "decoder": lambda name: name.startswith("decoder."),
+        "beta": is_beta_parameter,
+    }[part]
+    return {
+        name: p for name, p in model.named_parameters() if in_part(name) and not name.startswith(prefixes)
+    }
 
 
 def _read_previous(source: str) -> tuple[dict[str, Tensor], ModelConfig]:
