@@ -199,8 +199,9 @@ class ElicDecoder(nn.Module):
         ``paper``: the authors' ``weight_init``, weights ~ N(0, 0.02) and biases 0 (spec §3.5;
         with ``everything`` as at construction, otherwise what stage 3 starts from after loading
         the stage-2 decoder). The condition then passes three such layers on its way to the
-        features and arrives about 1e-3 strong: the bundled model's MLP weights were still at their
-        initial size after 4,800 stage-3 steps (docs/training.md, ablations of 2026-12-02).
+        features and arrives weak: in the bundled model, after 4,800 stage-3 steps, the MLP weights
+        were still at their initial size and what ``proj_*`` add differed between β = 0 and 5.12 by
+        0.004 rms (docs/training.md, ablations of 2026-12-02).
 
         ``zero-projection`` (β parts only): the MLP at torch's default ``nn.Linear`` init, so that
         ``c`` is O(0.1) and varies with β, and every ``proj_*`` zero, so that the decoder starts
