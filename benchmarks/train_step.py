@@ -7,12 +7,14 @@ q is fixed at 2 (and β at 2.56) so every stage-3 iteration includes the referen
 The perceptual loss is ST-LPIPS(alex) (the paper's LPIPS(alex) has the same network size).
 Each case runs in each ``--precisions`` variant: ``fp32``, ``bf16`` (autocast of the transforms,
 discriminator and perceptual network; the entropy model stays float32), each optionally with
-``-cl`` (``channels_last`` weights and batches).
+``-cl`` (``channels_last`` weights and batches); ``--compile`` adds each case again with g_a, g_s and
+the discriminator wrapped in ``torch.compile`` (the first, compiling, iteration is reported apart).
 Why: training time is a claim of docs/training.md; it must be measured the same way each time.
 
     python benchmarks/train_step.py --presets small                 # all stages, 5 steps each
     python benchmarks/train_step.py --presets small --crop 128 --precisions fp32,fp32-cl,bf16,bf16-cl
     python benchmarks/train_step.py --presets paper --stages 2 --steps 2 --warmup 1
+    python benchmarks/train_step.py --presets small --stages 3 --crop 128 --precisions fp32-cl --compile
 
 Prints a Markdown table and writes JSON (``-o``). On a machine shared with other jobs timings are
 noisy: the load average at start and end is recorded.
@@ -43,7 +45,8 @@ PRECISIONS = ("fp32", "fp32-cl", "bf16", "bf16-cl")
 
 
 def measure(
-    preset: str, stage: int, batch: int, crop: int, steps: int, warmup: int, device: str, precision: str = "fp32"
+    preset: str, stage: int, batch: int, crop: int, steps: int, warmup: int, device: str, precision: str = "fp32",
+    compiled: bool = False,
 ) -> dict:
     config = dataclasses.replace(
         train_preset(PRESET_CONFIGS[preset].format(stage)),
@@ -51,6 +54,13 @@ def measure(
         bf16=precision.startswith("bf16"), channels_last=precision.endswith("-cl"),
     )
     training = loop.build_training(config, device)
+    if compiled:
+        # Benchmark only: the wrapped modules keep their parameters (the optimisers still hold them),
+        # but their state_dict names gain ``_orig_mod.``, so a run never checkpoints this way.
+        training.model.encoder = torch.compile(training.model.encoder)
+        training.model.decoder = torch.compile(training.model.decoder)
+        if training.discriminator is not None:
+            training.discriminator = torch.compile(training.discriminator)
     if stage >= 2:
         beta = 2.56 if stage == 3 else None
         loop._sample_q_beta = lambda _training: (2, 2.0, beta)  # a fixed, mid-rate iteration
@@ -64,13 +74,15 @@ def measure(
         loop.training_step(training, x)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
+        if index == 0:
+            first = time.perf_counter() - start
         if index >= warmup:
             times.append(time.perf_counter() - start)
     parameters = sum(p.numel() for p in training.model.parameters())
-    d_parameters = sum(p.numel() for p in training.discriminator.parameters()) if training.discriminator else 0
+    d_parameters = sum(p.numel() for p in training.discriminator.parameters()) if training.discriminator is not None else 0
     return {
         "preset": preset, "stage": stage, "batch": batch, "crop": crop, "device": device, "precision": precision,
-        "codec_parameters": parameters, "discriminator_parameters": d_parameters,
+        "compiled": compiled, "first_step_s": first, "codec_parameters": parameters, "discriminator_parameters": d_parameters,
         "median_s": statistics.median(times), "min_s": min(times), "times_s": times,
         "steps_per_s": 1 / statistics.median(times),
     }
@@ -96,6 +108,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", default="fp32", help=f"comma-separated: {', '.join(PRECISIONS)}")
+    parser.add_argument("--compile", action="store_true", help="also run each case under torch.compile")
     parser.add_argument("-o", "--output", default="reports/train_step.json")
     args = parser.parse_args()
     if args.threads:
@@ -106,19 +119,27 @@ def main() -> None:
         parser.error(f"unknown precision(s) {', '.join(unknown)}; choose from {', '.join(PRECISIONS)}")
     load_start = os.getloadavg()
     results = []
-    print("| preset | stage | precision | batch × crop² | codec params | D params | median s/step | min s/step | steps/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| preset | stage | precision | compiled | batch × crop² | codec params | D params | first step s "
+        "| median s/step | min s/step | steps/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for preset in args.presets.split(","):
         for stage in (int(s) for s in args.stages.split(",")):
             for precision in precisions:
-                row = measure(preset, stage, args.batch, args.crop, args.steps, args.warmup, args.device, precision)
-                results.append(row)
-                print(
-                    f"| {preset} | {stage} | {precision} | {args.batch} × {args.crop}² | {row['codec_parameters']:,} | "
-                    f"{row['discriminator_parameters']:,} | {row['median_s']:.2f} | {row['min_s']:.2f} | "
-                    f"{row['steps_per_s']:.3f} |",
-                    flush=True,
-                )
+                for compiled in (False, True) if args.compile else (False,):
+                    row = measure(
+                        preset, stage, args.batch, args.crop, args.steps, args.warmup, args.device, precision,
+                        compiled,
+                    )
+                    results.append(row)
+                    print(
+                        f"| {preset} | {stage} | {precision} | {'yes' if compiled else 'no'} | "
+                        f"{args.batch} × {args.crop}² | {row['codec_parameters']:,} | "
+                        f"{row['discriminator_parameters']:,} | {row['first_step_s']:.1f} | {row['median_s']:.2f} | "
+                        f"{row['min_s']:.2f} | {row['steps_per_s']:.3f} |",
+                        flush=True,
+                    )
     report = {
         "date": datetime.date.today().isoformat(),
         "machine": {
