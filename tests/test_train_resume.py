@@ -165,6 +165,20 @@ def test_a_milestone_already_passed_on_resume_applies_at_once(tmp_path):
         assert group["lr"] == pytest.approx(group["initial_lr"] * gamma)
 
 
+def test_a_warm_up_interrupted_by_resume_continues_where_it_stopped(tmp_path):
+    extra = ["--set", "perceptual_weight=0", "--set", "checkpoint_every=1", "--set", "lr_warmup_steps=4",
+             "--set", "lr_milestones=100"]
+    planned, resumed = tmp_path / "planned", tmp_path / "resumed"
+    assert main(["train", "tiny-stage1", "--run-dir", str(planned), *extra, "--set", "steps=2"]) == 0
+    assert main(["train", "tiny-stage1", "--run-dir", str(resumed), *extra, "--set", "steps=1"]) == 0
+    assert main(["train", "--resume", str(resumed), "--set", "steps=2"]) == 0
+    state = final_state(resumed)
+    assert_same_tensors(final_state(planned)["model"], state["model"])
+    for group in state["optimizer"]["param_groups"]:
+        assert group["lr"] == pytest.approx(group["initial_lr"] * 3 / 4)  # iteration 2 of a 4-step ramp
+    assert state["scheduler"]["last_epoch"] == 2
+
+
 def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "tiny-stage1", "--run-dir", str(run), "--set", "steps=4", "--set", "perceptual_weight=0"]) == 0

@@ -95,6 +95,9 @@ class TrainConfig:
     discriminator_lr: float = 1e-4
     lr_milestones: tuple[int, ...] = (800_000,)  # G and D learning rates × lr_gamma at each
     lr_gamma: float = 0.1
+    # The codec's learning rates ramp linearly from 1/N to full over the first N iterations of a run
+    # (crdr.train.schedule: a run from trained weights restarts Adam without its moments). Paper: 0.
+    lr_warmup_steps: int = 0
     clip_norm: float = 1.0  # gradient-norm clipping of the G step (none on D)
     max_loss: float = 10_000.0  # a step whose G loss is NaN, ±inf or larger is skipped
 
@@ -206,6 +209,7 @@ class TrainConfig:
             (self.beta_lr_scale > 0, "beta_lr_scale must be positive"),
             (0 <= self.beta_endpoint_fraction <= 1, "beta_endpoint_fraction must be in [0, 1]"),
             (list(self.lr_milestones) == sorted(self.lr_milestones), "lr_milestones must be increasing"),
+            (self.lr_warmup_steps >= 0, "lr_warmup_steps must be >= 0"),
             (self.clip_norm > 0, "clip_norm must be positive"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
             (self.reference_delta >= 1, "reference_delta must be >= 1"),

@@ -39,7 +39,6 @@ What each stage trains, freezes and starts from is :mod:`crdr.train.stages`; wha
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import functools
@@ -59,6 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from crdr.errors import ParameterError, WeightsError
 from crdr.files import write_json
@@ -69,6 +69,7 @@ from crdr.train.distributed import (
     Distributed, average_gradients, broadcast_module, gather, mix_seed, setup_distributed, sync_max,
 )
 from crdr.train.rundir import RunLogger, default_run_dir, prepare_run_dir, read_run_record, write_png
+from crdr.train.schedule import build_scheduler, restore_scheduler
 from crdr.train.stages import init_from_previous, parameter_groups, trainable_parameters
 from crdr.weights import is_table_buffer
 
@@ -100,7 +101,7 @@ class Training:
     model: CRDR
     optimizer: torch.optim.Optimizer
     aux_optimizer: torch.optim.Optimizer | None
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scheduler: LambdaLR
     main_parameters: list[nn.Parameter]
     aux_parameters: list[nn.Parameter]
     sampling: torch.Generator  # q and β: seeded alike on every rank
@@ -109,7 +110,7 @@ class Training:
     perceptual: nn.Module | None = None
     discriminator: nn.Module | None = None
     discriminator_optimizer: torch.optim.Optimizer | None = None
-    discriminator_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    discriminator_scheduler: LambdaLR | None = None
     gan: Any = None  # crdr.losses.GanLoss
     step: int = 0
     wall_time: float = 0.0  # seconds of training before this process started
@@ -144,7 +145,6 @@ class Training:
         """Restore a checkpoint written by :meth:`state_dict` (RNG states excepted)."""
         _load_model_state(self.model, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         pairs = (
             (self.aux_optimizer, "aux_optimizer"),
             (self.discriminator, "discriminator"),
@@ -154,8 +154,11 @@ class Training:
         for item, key in pairs:
             if (item is None) != (state.get(key) is None):
                 raise WeightsError(f"checkpoint and config disagree about {key}")
-            if item is not None:
+            if item is not None and key != "discriminator_scheduler":
                 item.load_state_dict(state[key])
+        # After the optimisers: the schedules set the learning rates of the restored groups.
+        restore_scheduler(self.scheduler, state["scheduler"])
+        restore_scheduler(self.discriminator_scheduler, state.get("discriminator_scheduler"))
         self.sampling.set_state(state["sampling_rng"])
         self.step = int(state["step"])
         self.wall_time = float(state.get("wall_time", 0.0))
@@ -206,7 +209,7 @@ def build_training(
         raise ParameterError("every codec parameter is frozen: nothing to train")
     optimizer = torch.optim.Adam(parameter_groups(model, trainable, aux_ids, config), lr=config.lr)
     aux_optimizer = torch.optim.Adam(aux_parameters, lr=config.aux_lr) if aux_parameters else None
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
+    scheduler = build_scheduler(optimizer, config.lr_milestones, config.lr_gamma, config.lr_warmup_steps)
     perceptual = _perceptual_network(config.perceptual).to(device) if config.perceptual_weight > 0 else None
     training = Training(
         config=config, model=model, optimizer=optimizer, aux_optimizer=aux_optimizer,
@@ -231,8 +234,8 @@ def build_training(
             _use_channels_last(discriminator)
         training.discriminator = discriminator
         training.discriminator_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.discriminator_lr)
-        training.discriminator_scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            training.discriminator_optimizer, list(config.lr_milestones), config.lr_gamma
+        training.discriminator_scheduler = build_scheduler(
+            training.discriminator_optimizer, config.lr_milestones, config.lr_gamma
         )
         training.gan = gan_loss(config.gan_loss)
     return training
@@ -511,26 +514,6 @@ def parameter_checksum(*modules: nn.Module | None) -> str:
     return digest.hexdigest()
 
 
-def _reschedule(scheduler: torch.optim.lr_scheduler.LRScheduler | None, milestones, gamma: float) -> None:
-    """Give a restored ``MultiStepLR`` the config's milestones and set each group's learning rate to
-    what that schedule gives at the restored step.
-
-    Why: ``load_state_dict`` restores the milestones saved at the start of the run, so a run whose
-    ``steps`` is shortened on resume (``--set steps=N --set lr_milestones=M``) would otherwise
-    never reach its decay. A milestone at or before the restored step applies at once.
-    """
-    if scheduler is None:
-        return
-    wanted = collections.Counter(int(m) for m in milestones)
-    if scheduler.milestones == wanted:
-        return
-    scheduler.milestones = wanted
-    passed = sum(1 for m in milestones if int(m) <= scheduler.last_epoch)
-    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
-        group["lr"] = base * gamma**passed
-    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
-
-
 # ---------------------------------------------------------------------------------------------------
 # The loop
 
@@ -620,8 +603,6 @@ def _run(
     training = build_training(config, device, distributed, init=state is None)
     if state is not None:
         training.load_state_dict(state)
-        _reschedule(training.scheduler, config.lr_milestones, config.lr_gamma)
-        _reschedule(training.discriminator_scheduler, config.lr_milestones, config.lr_gamma)
         ranks = state.get("rng") or []
         if state.get("world_size") == distributed.world_size and len(ranks) == distributed.world_size:
             checkpoints.restore_rng(ranks[distributed.rank], device)
