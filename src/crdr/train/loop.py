@@ -149,12 +149,11 @@ class Training:
             (self.aux_optimizer, "aux_optimizer"),
             (self.discriminator, "discriminator"),
             (self.discriminator_optimizer, "discriminator_optimizer"),
-            (self.discriminator_scheduler, "discriminator_scheduler"),
         )
         for item, key in pairs:
             if (item is None) != (state.get(key) is None):
                 raise WeightsError(f"checkpoint and config disagree about {key}")
-            if item is not None and key != "discriminator_scheduler":
+            if item is not None:
                 item.load_state_dict(state[key])
         # After the optimisers: the schedules set the learning rates of the restored groups.
         restore_scheduler(self.scheduler, state["scheduler"])
