@@ -79,10 +79,12 @@ def measure(
         if index >= warmup:
             times.append(time.perf_counter() - start)
     parameters = sum(p.numel() for p in training.model.parameters())
-    d_parameters = sum(p.numel() for p in training.discriminator.parameters()) if training.discriminator is not None else 0
+    discriminator = training.discriminator
+    d_parameters = sum(p.numel() for p in discriminator.parameters()) if discriminator is not None else 0
     return {
         "preset": preset, "stage": stage, "batch": batch, "crop": crop, "device": device, "precision": precision,
-        "compiled": compiled, "first_step_s": first, "codec_parameters": parameters, "discriminator_parameters": d_parameters,
+        "compiled": compiled, "first_step_s": first,
+        "codec_parameters": parameters, "discriminator_parameters": d_parameters,
         "median_s": statistics.median(times), "min_s": min(times), "times_s": times,
         "steps_per_s": 1 / statistics.median(times),
     }

@@ -53,6 +53,7 @@ def restore_scheduler(scheduler: LambdaLR | None, state: dict[str, Any] | None) 
         return
     scheduler.last_epoch = int(state["last_epoch"])
     scheduler._last_lr = []
-    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+    groups = scheduler.optimizer.param_groups
+    for group, base, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
         group["lr"] = base * factor(scheduler.last_epoch)
         scheduler._last_lr.append(group["lr"])
