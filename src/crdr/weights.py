@@ -202,7 +202,8 @@ def _read_official(path: Path) -> dict[str, Tensor]:
     return {official_to_crdr_key(k): v for k, v in checkpoint.items()}
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Every tensor and the metadata of a safetensors file (WeightsError if unreadable)."""
     from safetensors import safe_open
 
     try:
@@ -237,7 +238,7 @@ def load_model(path_or_name: str | os.PathLike = DEFAULT_MODEL, config: ModelCon
     path = resolve(path_or_name)
     metadata: dict[str, str] = {}
     if path.suffix == ".safetensors":
-        state, metadata = _read_safetensors(path)
+        state, metadata = read_safetensors(path)
     else:
         state = _read_official(path)
     if isinstance(config, (str, os.PathLike)):

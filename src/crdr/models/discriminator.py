@@ -204,9 +204,8 @@ def build_discriminator(
 ) -> nn.Module:
     """Build a multi-level discriminator by name (:data:`DISCRIMINATOR_KINDS`): ``"independent"``
     (released config), ``"shared"`` or ``"hybrid"`` (``backbone_depth``, ``head_depth`` and
-    ``condition_on_level`` apply only to it). Training sets every argument from its config
-    (``discriminator``, ``rate_levels``, ``discriminator_channels``, ``discriminator_backbone_depth``,
-    ``discriminator_head_depth``, ``discriminator_condition_on_level``).
+    ``condition_on_level`` apply only to it). Training passes its config's
+    :meth:`~crdr.train.config.TrainConfig.discriminator_settings`.
     """
     if kind == "independent":
         return IndependentDiscriminator(levels, main_channels)

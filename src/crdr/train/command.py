@@ -6,7 +6,7 @@ runs them on their own (``python -m crdr.train.command train ...``), which is al
 
     crdr train CONFIG [--set field=value ...] [--run-dir DIR]
     crdr train --resume RUN_DIR [--set steps=N ...]
-    crdr export RUN_DIR -o model.safetensors [--force] [--fp32]
+    crdr export RUN_DIR -o model.safetensors [--force] [--fp32] [--discriminator FILE]
 
 ``CONFIG`` is a preset name (``stage1``, ``small-stage2``, ``tiny-stage3``, ...) or a JSON file of
 :class:`~crdr.train.config.TrainConfig` fields (a run's ``config.json`` works too). Bad input raises
@@ -70,8 +70,13 @@ def run_export(args: argparse.Namespace) -> int:
     """Handler of ``export``: the newest checkpoint of a run → safetensors + sidecar JSON."""
     from crdr.train.export import export
 
-    sidecar = export(args.run_dir, args.output, force=args.force, half=not args.fp32, command=_recorded(args))
+    sidecar = export(
+        args.run_dir, args.output, force=args.force, half=not args.fp32, command=_recorded(args),
+        discriminator_path=args.discriminator,
+    )
     print(f"{args.output}: step {sidecar['training']['step']}, sha256 {sidecar['sha256']}")
+    if args.discriminator:
+        print(f"{args.discriminator}: sha256 {sidecar['training']['discriminator']['sha256']}")
     return 0
 
 
@@ -93,6 +98,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("-o", "--output", required=True, help="output .safetensors file")
     export.add_argument("--force", action="store_true", help="overwrite an existing output")
     export.add_argument("--fp32", action="store_true", help="store float32 instead of float16")
+    export.add_argument(
+        "--discriminator", metavar="FILE",
+        help="also write the discriminators (stage 3) to FILE; continue training elsewhere with "
+        "--set init_from=OUTPUT --set discriminator_init_from=FILE",
+    )
     export.set_defaults(handler=run_export)
 
 

@@ -123,6 +123,9 @@ class TrainConfig:
     discriminator_backbone_depth: int = 2
     discriminator_head_depth: int = 2
     discriminator_condition_on_level: bool = False
+    # discriminator weights to start from: a run directory or a file of ``crdr export
+    # --discriminator`` ("" = random, the paper's); crdr.train.discriminator_weights
+    discriminator_init_from: str = ""
 
     # -- bookkeeping -----------------------------------------------------------------------------
     checkpoint_every: int = 5_000  # steps; 0 disables
@@ -171,6 +174,18 @@ class TrainConfig:
     @property
     def uses_discriminator(self) -> bool:
         return self.adversarial_weight > 0
+
+    def discriminator_settings(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`crdr.models.discriminator.build_discriminator` this
+        run's discriminator is built with (and that a discriminator file must have been made with)."""
+        return {
+            "kind": self.discriminator,
+            "levels": self.rate_levels,
+            "main_channels": self.discriminator_channels,
+            "backbone_depth": self.discriminator_backbone_depth,
+            "head_depth": self.discriminator_head_depth,
+            "condition_on_level": self.discriminator_condition_on_level,
+        }
 
     def validate(self) -> None:
         """Raise :class:`ParameterError` naming the first inconsistent setting."""
@@ -224,6 +239,10 @@ class TrainConfig:
             (self.checkpoint_minutes >= 0, "checkpoint_minutes must be >= 0"),
             (self.threads >= 0, "threads must be >= 0"),
             (not (self.beta_weighted and self.stage < 3), "beta_weighted needs the stage-3 (β) model"),
+            (
+                not self.discriminator_init_from or self.uses_discriminator,
+                "discriminator_init_from needs a discriminator (adversarial_weight > 0)",
+            ),
             (not self.frozen or all(self.frozen), "frozen prefixes must not be empty strings"),
         ]
         for ok, message in checks:

@@ -9,7 +9,8 @@ the resolved training config, next to the file's sha256 and model config.
 
 Why: a weights file must say where it came from, and must load with
 :func:`crdr.weights.load_model` like any other model (entropy tables are rebuilt there, never
-shipped). The discriminator and optimiser states stay in the run directory.
+shipped). The optimiser states stay in the run directory; the discriminators stay there too
+unless asked for (``discriminator_path``: a second file, to continue training on another machine).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from crdr.files import refuse_existing
 from crdr.models.crdr import CRDR
 from crdr.train import checkpoint as checkpoints
 from crdr.train.config import TrainConfig
-from crdr.weights import load_state, save_weights
+from crdr.weights import file_sha256, load_state, save_weights
 
 __all__ = ["export"]
 
@@ -37,20 +38,30 @@ def export(
     force: bool = False,
     half: bool = True,
     command: str | None = None,
+    discriminator_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Write the newest checkpoint of ``run_dir`` to ``output_path``; return the sidecar's content.
 
-    Raises :class:`~crdr.errors.OutputExistsError` if the output exists and ``force`` is false,
-    :class:`~crdr.errors.WeightsError` if the run has no readable checkpoint.
+    With ``discriminator_path``, the checkpoint's discriminators go there too
+    (:mod:`crdr.train.discriminator_weights`), so that training can continue from the export.
+    Raises :class:`~crdr.errors.OutputExistsError` if an output exists and ``force`` is false,
+    :class:`~crdr.errors.WeightsError` if the run has no readable checkpoint,
+    :class:`~crdr.errors.ParameterError` if a discriminator is asked of a run that has none.
     """
     run_dir = Path(run_dir)
     output_path = Path(output_path)
     if not run_dir.is_dir():
         raise ParameterError(f"run directory {run_dir} does not exist")
+    outputs = [output_path] + ([Path(discriminator_path)] if discriminator_path else [])
+    if len(set(outputs)) < len(outputs):
+        raise ParameterError(f"the weights and the discriminator would both be written to {output_path}")
     if not force:
-        refuse_existing(output_path)
+        for path in outputs:
+            refuse_existing(path)
     state = checkpoints.load_latest(run_dir)
     config = TrainConfig.from_dict(state["config"])
+    if discriminator_path and not state.get("discriminator"):
+        raise ParameterError(f"{run_dir} trains no discriminator (stage {config.stage}): there is none to export")
     model = CRDR(config.model_config())
     load_state(model, state["model"])
     record = _read_json(run_dir / "config.json") or {}
@@ -76,6 +87,16 @@ def export(
         # file alone says how to re-run the whole recipe.
         extra["previous_stages"] = previous
     output_path.parent.mkdir(parents=True, exist_ok=True)
+    if discriminator_path:
+        from crdr.train.discriminator_weights import save_discriminator
+
+        Path(discriminator_path).parent.mkdir(parents=True, exist_ok=True)
+        save_discriminator(state["discriminator"], config, int(state["step"]), discriminator_path, half=half)
+        training["discriminator"] = {
+            "file": Path(discriminator_path).name,
+            "sha256": file_sha256(discriminator_path),
+            "continue_with": f"--set discriminator_init_from={discriminator_path}",
+        }
     return save_weights(model, output_path, extra=extra, half=half)
 
 

@@ -182,7 +182,8 @@ def build_training(
     """Model, discriminator, losses, optimisers and schedulers of ``config``, on ``device``.
 
     Weights are drawn from ``config.seed`` (the same on every rank). ``init`` loads
-    ``config.init_from`` (a fresh run; a resumed run takes its weights from the checkpoint).
+    ``config.init_from`` and ``config.discriminator_init_from`` (a fresh run; a resumed run takes
+    its weights from the checkpoint).
     """
     device = torch.device(device)
     if config.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -221,14 +222,12 @@ def build_training(
         from crdr.models.discriminator import build_discriminator
 
         torch.manual_seed(mix_seed(config.seed, "discriminator"))
-        discriminator = build_discriminator(
-            config.discriminator,
-            levels=config.rate_levels,
-            main_channels=config.discriminator_channels,
-            backbone_depth=config.discriminator_backbone_depth,
-            head_depth=config.discriminator_head_depth,
-            condition_on_level=config.discriminator_condition_on_level,
-        ).to(device).train()
+        discriminator = build_discriminator(**config.discriminator_settings())
+        if init and config.discriminator_init_from:
+            from crdr.train.discriminator_weights import load_discriminator
+
+            load_discriminator(discriminator, config.discriminator_init_from, config)
+        discriminator.to(device).train()
         if config.channels_last:
             _use_channels_last(discriminator)
         training.discriminator = discriminator
