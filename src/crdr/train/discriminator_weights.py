@@ -50,7 +50,8 @@ def save_discriminator(
         key: (value.detach().to(dtype) if value.is_floating_point() else value.detach()).contiguous().cpu()
         for key, value in state.items()
     }
-    metadata = {SETTINGS_KEY: json.dumps(config.discriminator_settings(), sort_keys=True), STEP_KEY: str(step)}
+    settings = json.dumps(config.discriminator_settings(), sort_keys=True)
+    metadata = {SETTINGS_KEY: settings, STEP_KEY: str(step)}
     with atomic_path(path) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
 
@@ -61,13 +62,17 @@ def load_discriminator(discriminator: nn.Module, source: str | os.PathLike, conf
     another discriminator."""
     state, settings, step = _read(Path(source))
     wanted = config.discriminator_settings()
-    differing = [f"{name} {settings.get(name)!r} != {value!r}" for name, value in wanted.items() if settings.get(name) != value]
+    differing = [
+        f"{name} {settings.get(name)!r} != {value!r}" for name, value in wanted.items() if settings.get(name) != value
+    ]
     if differing:
         raise WeightsError(f"{source}: discriminator built differently: {'; '.join(differing)}")
     expected = discriminator.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise WeightsError(f"{source}: discriminator keys differ (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise WeightsError(
+            f"{source}: discriminator keys differ (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     wrong = [key for key, value in state.items() if tuple(value.shape) != tuple(expected[key].shape)]
     if wrong:
         raise WeightsError(f"{source}: shape mismatch for {', '.join(wrong[:3])}")
@@ -88,7 +93,9 @@ def _read(source: Path) -> tuple[dict[str, Tensor], dict[str, Any], int]:
         settings = json.loads(metadata[SETTINGS_KEY])
         step = int(metadata[STEP_KEY])
     except (KeyError, ValueError):
-        raise WeightsError(f"{source} is not a discriminator file of crdr export (no settings in its metadata)") from None
+        raise WeightsError(
+            f"{source} is not a discriminator file of crdr export (no settings in its metadata)"
+        ) from None
     if not isinstance(settings, dict):
         raise WeightsError(f"{source}: malformed discriminator settings in its metadata")
     return state, settings, step

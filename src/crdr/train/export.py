@@ -61,7 +61,9 @@ def export(
     state = checkpoints.load_latest(run_dir)
     config = TrainConfig.from_dict(state["config"])
     if discriminator_path and not state.get("discriminator"):
-        raise ParameterError(f"{run_dir} trains no discriminator (stage {config.stage}): there is none to export")
+        raise ParameterError(
+            f"{run_dir} trains no discriminator (stage {config.stage}): there is none to export"
+        )
     model = CRDR(config.model_config())
     load_state(model, state["model"])
     record = _read_json(run_dir / "config.json") or {}
