@@ -3,7 +3,8 @@
 What: for each model preset and stage, one full iteration of ``crdr.train.loop.training_step``
 (G step, aux step and, in stage 3, the HRRGAN reference pass and the D step) on a fixed batch of
 synthetic images; the median over ``--steps`` timed iterations after ``--warmup`` untimed ones.
-q is fixed at 2 (and β at 2.56) so every stage-3 iteration includes the reference pass at q = 3.
+q is fixed at 2 (and β at ``--beta``, default 2.56) so every stage-3 iteration includes the reference
+pass at q = 3; at ``--beta 0`` the loop skips the reference, perceptual and G-side D passes.
 The perceptual loss is ST-LPIPS(alex) (the paper's LPIPS(alex) has the same network size).
 Each case runs in each ``--precisions`` variant: ``fp32``, ``bf16`` (autocast of the transforms,
 discriminator and perceptual network; the entropy model stays float32), each optionally with
@@ -15,6 +16,7 @@ Why: training time is a claim of docs/training.md; it must be measured the same 
     python benchmarks/train_step.py --presets small --crop 128 --precisions fp32,fp32-cl,bf16,bf16-cl
     python benchmarks/train_step.py --presets paper --stages 2 --steps 2 --warmup 1
     python benchmarks/train_step.py --presets small --stages 3 --crop 128 --precisions fp32-cl --compile
+    python benchmarks/train_step.py --presets small --stages 3 --crop 128 --precisions fp32-cl --beta 0
 
 Prints a Markdown table and writes JSON (``-o``). On a machine shared with other jobs timings are
 noisy: the load average at start and end is recorded.
@@ -46,7 +48,7 @@ PRECISIONS = ("fp32", "fp32-cl", "bf16", "bf16-cl")
 
 def measure(
     preset: str, stage: int, batch: int, crop: int, steps: int, warmup: int, device: str, precision: str = "fp32",
-    compiled: bool = False,
+    compiled: bool = False, beta: float = 2.56,
 ) -> dict:
     config = dataclasses.replace(
         train_preset(PRESET_CONFIGS[preset].format(stage)),
@@ -62,8 +64,8 @@ def measure(
         if training.discriminator is not None:
             training.discriminator = torch.compile(training.discriminator)
     if stage >= 2:
-        beta = 2.56 if stage == 3 else None
-        loop._sample_q_beta = lambda _training: (2, 2.0, beta)  # a fixed, mid-rate iteration
+        fixed = beta if stage == 3 else None
+        loop._sample_q_beta = lambda _training: (2, 2.0, fixed)  # a fixed, mid-rate iteration
     images = SyntheticImageDataset(batch, crop, seed=0)
     x = torch.stack([images[i] for i in range(batch)]).to(device)
     times = []
@@ -83,7 +85,7 @@ def measure(
     d_parameters = sum(p.numel() for p in discriminator.parameters()) if discriminator is not None else 0
     return {
         "preset": preset, "stage": stage, "batch": batch, "crop": crop, "device": device, "precision": precision,
-        "compiled": compiled, "first_step_s": first,
+        "compiled": compiled, "beta": beta if stage == 3 else None, "first_step_s": first,
         "codec_parameters": parameters, "discriminator_parameters": d_parameters,
         "median_s": statistics.median(times), "min_s": min(times), "times_s": times,
         "steps_per_s": 1 / statistics.median(times),
@@ -111,6 +113,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", default="fp32", help=f"comma-separated: {', '.join(PRECISIONS)}")
     parser.add_argument("--compile", action="store_true", help="also run each case under torch.compile")
+    parser.add_argument("--beta", type=float, default=2.56, help="β of the stage-3 iterations")
     parser.add_argument("-o", "--output", default="reports/train_step.json")
     args = parser.parse_args()
     if args.threads:
@@ -132,7 +135,7 @@ def main() -> None:
                 for compiled in (False, True) if args.compile else (False,):
                     row = measure(
                         preset, stage, args.batch, args.crop, args.steps, args.warmup, args.device, precision,
-                        compiled,
+                        compiled, args.beta,
                     )
                     results.append(row)
                     print(

@@ -1,6 +1,7 @@
 """One training iteration: losses, GAN variants, discriminators, freezing, stage initialisation."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -175,6 +176,47 @@ def test_hrrgan_reference_is_the_next_rate_and_the_real_image_at_the_top(monkeyp
         hook.remove()
         assert calls == expected
         calls.clear()
+
+
+class CountingPerceptual(torch.nn.Module):
+    """A stand-in perceptual network (L1) that counts its calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x_hat, x):
+        self.calls += 1
+        return (x_hat - x).abs().mean()
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.28])
+def test_a_beta_zero_batch_runs_no_realism_network_under_beta_weighting(beta, monkeypatch):
+    training = build_training(tiny(3, perceptual_weight=0.0))
+    training.perceptual = CountingPerceptual()
+    calls = {"codec": 0, "discriminator": 0}
+    training.model.register_forward_pre_hook(lambda *_: calls.__setitem__("codec", calls["codec"] + 1))
+    training.discriminator.register_forward_pre_hook(
+        lambda *_: calls.__setitem__("discriminator", calls["discriminator"] + 1)
+    )
+    monkeypatch.setattr(loop, "_sample_q_beta", lambda _t: (1, 1.0, beta))
+    metrics = training_step(training, batch())
+    realistic = beta > 0
+    # G side: the decode, HRRGAN's reference decode at q + 1, D on both; D side: D on x and x̂.
+    assert calls == {"codec": 2 if realistic else 1, "discriminator": 4 if realistic else 2}
+    assert training.perceptual.calls == (1 if realistic else 0)
+    assert math.isnan(metrics["adversarial"]) != realistic and math.isfinite(metrics["d_loss"])
+
+
+def test_a_beta_zero_batch_updates_the_codec_as_distortion_and_rate_alone(monkeypatch):
+    monkeypatch.setattr(loop, "_sample_q_beta", lambda _t: (1, 1.0, 0.0))
+    models = []
+    for changes in ({}, {"adversarial_weight": 0.0}):  # with and without the GAN
+        training = build_training(tiny(3, perceptual_weight=0.0, **changes))
+        torch.manual_seed(7)  # the same quantisation noise in both
+        training_step(training, batch())
+        models.append(training.model.state_dict())
+    assert all(torch.equal(value, models[1][key]) for key, value in models[0].items())
 
 
 def test_q_and_beta_are_drawn_on_the_paper_grid():
