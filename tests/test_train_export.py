@@ -98,3 +98,14 @@ def test_next_stage_export_records_the_stage_it_started_from(run, tmp_path):
     (previous,) = sidecar["previous_stages"]
     assert previous["stage"] == 2 and previous["sha256"] == file_sha256(stage2)
     assert "tiny-stage2" in previous["commands"][0]
+
+
+def test_an_export_from_a_run_directory_records_that_run_too(run, tmp_path):
+    stage3_run = tmp_path / "stage3"
+    sets = ["steps=1", "perceptual_weight=0", "validate_every=0", f"init_from={run}"]
+    assert main(["train", "tiny-stage3", "--run-dir", str(stage3_run), *sum([["--set", s] for s in sets], [])]) == 0
+    stage3 = tmp_path / "stage3.safetensors"
+    assert main(["export", str(stage3_run), "-o", str(stage3)]) == 0
+    (previous,) = json.loads(stage3.with_suffix(".json").read_text())["previous_stages"]
+    assert previous["run_dir"] == str(run) and previous["stage"] == 2 and previous["step"] == 2
+    assert "tiny-stage2" in previous["commands"][0] and previous["validation_history"]

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from crdr.errors import ParameterError
+from crdr.errors import CrdrError, ParameterError
 from crdr.files import refuse_existing
 from crdr.models.crdr import CRDR
 from crdr.train import checkpoint as checkpoints
@@ -66,22 +66,8 @@ def export(
         )
     model = CRDR(config.model_config())
     load_state(model, state["model"])
-    record = _read_json(run_dir / "config.json") or {}
-    validation = _read_json(run_dir / "validation.json")
-    commands = list(record.get("commands") or state.get("commands") or [])
-    training = {
-        "commands": commands,
-        "export_command": command,
-        "stage": config.stage,
-        "step": int(state["step"]),
-        "steps": config.steps,
-        "wall_time_s": round(float(state.get("wall_time", 0.0)), 1),
-        "world_size": state.get("world_size", 1),
-        "validation": validation,
-        "validation_history": _validation_history(run_dir / "validation.csv", int(state["step"])),
-        "config": config.to_dict(),
-        "checkpoint": Path(state["path"]).name,
-    }
+    training = dict(_run_record(run_dir, state, config), export_command=command)
+    commands = training["commands"]
     extra = {"training": training, "command": commands}
     previous = _previous_stages(config.init_from)
     if previous:
@@ -102,11 +88,37 @@ def export(
     return save_weights(model, output_path, extra=extra, half=half)
 
 
+def _run_record(run_dir: Path, state: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
+    """How the checkpoint ``state`` of ``run_dir`` was made: commands, step, wall time, curve."""
+    record = _read_json(run_dir / "config.json") or {}
+    return {
+        "commands": list(record.get("commands") or state.get("commands") or []),
+        "stage": config.stage,
+        "step": int(state["step"]),
+        "steps": config.steps,
+        "wall_time_s": round(float(state.get("wall_time", 0.0)), 1),
+        "world_size": state.get("world_size", 1),
+        "validation": _read_json(run_dir / "validation.json"),
+        "validation_history": _validation_history(run_dir / "validation.csv", int(state["step"])),
+        "config": config.to_dict(),
+        "checkpoint": Path(state["path"]).name,
+    }
+
+
 def _previous_stages(init_from: str) -> list[dict[str, Any]]:
-    """Training records of the export ``init_from`` names (its sidecar), oldest stage first."""
+    """Training records of the export or run directory ``init_from`` names, oldest first (a run
+    directory's record is read from its newest checkpoint, then its own ``init_from`` is followed)."""
     if not init_from:
         return []
     source = Path(init_from)
+    if source.is_dir():
+        try:
+            state = checkpoints.load_latest(source)
+        except CrdrError:
+            return []
+        config = TrainConfig.from_dict(state["config"])
+        record = dict(_run_record(source, state, config), run_dir=str(source))
+        return _previous_stages(config.init_from) + [record]
     sidecar = _read_json(source.with_suffix(".json")) if source.suffix == ".safetensors" else None
     if not sidecar or "training" not in sidecar:
         return []
