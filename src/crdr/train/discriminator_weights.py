@@ -9,10 +9,11 @@ discriminator_init_from=D`` starts a run from it.
 
 Why: an export alone carries only the codec, so a GAN stage continued from it on a fresh machine
 (every session that does not get its previous machine back) restarts its discriminators from
-random weights. The generator then trains against critics that know nothing, and the small
-model's β = 0 PSNR fell by about 1 dB over the first ~1,500 steps of each such restart
-(docs/training.md). Shipping the discriminators (fp16, 12 MB for the small preset) lets the next
-run continue the game where it stopped. Their Adam moments stay behind (they are rebuilt in a few
+random weights, and the generator trains against critics that know nothing until they catch up
+(all-parameter restarts of the small model at lr 1e-4 lost about 1 dB at β = 0 meanwhile, the
+fresh critics being one suspect beside Adam's restart: docs/training.md). Shipping the
+discriminators (fp16, 12 MB for the small preset) lets the next run continue the game where it
+stopped. Their Adam moments stay behind (they are rebuilt in a few
 hundred steps, and twice the size).
 """
 
@@ -56,14 +57,14 @@ def save_discriminator(
         save_file(tensors, str(temporary), metadata=metadata)
 
 
-def load_discriminator(discriminator: nn.Module, source: str | os.PathLike, config: TrainConfig) -> int:
-    """Load the weights ``source`` holds into ``discriminator`` (built from ``config``); return the
-    step they were trained to. Raises :class:`WeightsError` if they are unreadable or were made for
-    another discriminator."""
-    state, settings, step = _read(Path(source))
-    wanted = config.discriminator_settings()
+def load_discriminator(discriminator: nn.Module, source: str | os.PathLike, config: TrainConfig) -> None:
+    """Load the weights ``source`` holds into ``discriminator`` (built from ``config``). Raises
+    :class:`WeightsError` if they are unreadable or were made for another discriminator."""
+    state, settings = _read(Path(source))
     differing = [
-        f"{name} {settings.get(name)!r} != {value!r}" for name, value in wanted.items() if settings.get(name) != value
+        f"{name} {settings.get(name)!r} != {value!r}"
+        for name, value in config.discriminator_settings().items()
+        if settings.get(name) != value
     ]
     if differing:
         raise WeightsError(f"{source}: discriminator built differently: {'; '.join(differing)}")
@@ -77,25 +78,23 @@ def load_discriminator(discriminator: nn.Module, source: str | os.PathLike, conf
     if wrong:
         raise WeightsError(f"{source}: shape mismatch for {', '.join(wrong[:3])}")
     discriminator.load_state_dict({key: value.to(expected[key].dtype) for key, value in state.items()})
-    return step
 
 
-def _read(source: Path) -> tuple[dict[str, Tensor], dict[str, Any], int]:
-    """State, settings and step of a run directory's newest checkpoint or of a discriminator file."""
+def _read(source: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """State and settings of a run directory's newest checkpoint or of a discriminator file."""
     if source.is_dir():
         state = checkpoints.load_latest(source)
         if not state.get("discriminator"):
             raise WeightsError(f"{source}: its checkpoint has no discriminator")
         settings = TrainConfig.from_dict(state["config"]).discriminator_settings()
-        return state["discriminator"], settings, int(state["step"])
+        return state["discriminator"], settings
     state, metadata = read_safetensors(source)
     try:
         settings = json.loads(metadata[SETTINGS_KEY])
-        step = int(metadata[STEP_KEY])
     except (KeyError, ValueError):
         raise WeightsError(
             f"{source} is not a discriminator file of crdr export (no settings in its metadata)"
         ) from None
     if not isinstance(settings, dict):
         raise WeightsError(f"{source}: malformed discriminator settings in its metadata")
-    return state, settings, step
+    return state, settings
