@@ -219,6 +219,34 @@ def test_a_beta_zero_batch_updates_the_codec_as_distortion_and_rate_alone(monkey
     assert all(torch.equal(value, models[1][key]) for key, value in models[0].items())
 
 
+def test_realism_level_weights_scale_the_realism_terms_of_their_level_only(monkeypatch):
+    monkeypatch.setattr(loop, "_sample_q_beta", lambda _t: (1, 1.0, 1.28))
+    metrics = []
+    for weights in ((), (1.0, 3.0, 1.0, 1.0, 1.0), (3.0, 1.0, 1.0, 1.0, 1.0)):
+        training = build_training(tiny(3, perceptual_weight=0.0, realism_level_weights=weights))
+        torch.manual_seed(7)  # the same quantisation noise in each
+        metrics.append(training_step(training, batch()))
+    plain, tripled, other_level = metrics
+    assert plain["adversarial"] == tripled["adversarial"] and plain["mse"] == tripled["mse"]
+    weight = tiny(3).adversarial_weight
+    assert tripled["loss"] - plain["loss"] == pytest.approx(2 * 1.28 * weight * plain["adversarial"], rel=1e-2)
+    assert other_level["loss"] == pytest.approx(plain["loss"], rel=1e-6)
+
+
+def test_a_level_weight_of_zero_runs_no_realism_network(monkeypatch):
+    training = build_training(tiny(3, perceptual_weight=0.0, realism_level_weights=(1, 0, 1, 1, 1)))
+    training.perceptual = CountingPerceptual()
+    monkeypatch.setattr(loop, "_sample_q_beta", lambda _t: (1, 1.0, 5.12))
+    metrics = training_step(training, batch())
+    assert training.perceptual.calls == 0 and math.isnan(metrics["adversarial"])
+
+
+@pytest.mark.parametrize("weights, message", [((1.0, 2.0), "one per rate level"), ((1, 1, -1, 1, 1), ">= 0")])
+def test_realism_level_weights_are_checked(weights, message):
+    with pytest.raises(ParameterError, match=message):
+        tiny(3, realism_level_weights=weights)
+
+
 def test_q_and_beta_are_drawn_on_the_paper_grid():
     training = build_training(tiny(3, perceptual_weight=0.0))
     draws = [loop._sample_q_beta(training) for _ in range(300)]

@@ -55,8 +55,10 @@ class TrainConfig:
 
         L_G = mse_weight · MSE01(x, x̂)                       (MSE on [0, 1])
             + λ(q) · mean(bpp)                                (λ_A[q] if qbpp > target[q] else λ_B)
-            + β · (perceptual_weight · P(x, x̂)              (P = ST-LPIPS or LPIPS, alex)
+            + w(q) · β · (perceptual_weight · P(x, x̂)       (P = ST-LPIPS or LPIPS, alex)
                    + adversarial_weight · GAN_G(D_q(x̂), D_q(x_ref)))
+
+    ``w(q)`` is ``realism_level_weights[q]`` (1 at every level when the tuple is empty, the paper's).
 
     Stage 1 is single-rate: ``lambda_a`` and ``target_rates`` hold one value. Stages 2 and 3 hold one
     value per rate level of the model.
@@ -115,6 +117,10 @@ class TrainConfig:
     # a short run learns a β-independent shift towards the average objective and the dial collapses
     # (docs/training.md, ablations of 2026-12-02). The paper's recipe is 0.
     beta_endpoint_fraction: float = 0.0
+    # Stage 3: one multiplier per rate level of the perceptual and adversarial terms (() = 1 at every
+    # level, the paper's). The same realism weight is a smaller share of a low level's loss, whose
+    # MSE is several times larger, so the small model's dial opened least at q = 0 (docs/training.md).
+    realism_level_weights: tuple[float, ...] = ()
     gan_loss: str = "hrrgan"
     reference_delta: int = 1  # HRRGAN: the reference is the reconstruction at q + delta
     discriminator: str = "independent"
@@ -175,6 +181,10 @@ class TrainConfig:
     def uses_discriminator(self) -> bool:
         return self.adversarial_weight > 0
 
+    def realism_level_weight(self, q_index: int) -> float:
+        """``w(q)`` of the loss above: ``realism_level_weights[q_index]``, or 1 when none are set."""
+        return float(self.realism_level_weights[q_index]) if self.realism_level_weights else 1.0
+
     def discriminator_settings(self) -> dict[str, Any]:
         """The keyword arguments of :func:`crdr.models.discriminator.build_discriminator` this
         run's discriminator is built with (and that a discriminator file must have been made with)."""
@@ -201,6 +211,11 @@ class TrainConfig:
                     f"{name} needs {levels} value(s) for stage {self.stage} "
                     f"({'single rate' if levels == 1 else 'one per rate level'}), got {len(getattr(self, name))}"
                 )
+        if self.realism_level_weights and len(self.realism_level_weights) != levels:
+            raise ParameterError(
+                f"realism_level_weights needs {levels} value(s) (one per rate level) or none, "
+                f"got {len(self.realism_level_weights)}"
+            )
         checks = [
             (self.perceptual in PERCEPTUAL_KINDS, f"perceptual must be one of {', '.join(PERCEPTUAL_KINDS)}"),
             (self.trainable in TRAINABLE_PARTS, f"trainable must be one of {', '.join(TRAINABLE_PARTS)}"),
@@ -223,6 +238,7 @@ class TrainConfig:
             (self.ica_lr_scale > 0, "ica_lr_scale must be positive"),
             (self.beta_lr_scale > 0, "beta_lr_scale must be positive"),
             (0 <= self.beta_endpoint_fraction <= 1, "beta_endpoint_fraction must be in [0, 1]"),
+            (all(w >= 0 for w in self.realism_level_weights), "realism_level_weights must be >= 0"),
             (list(self.lr_milestones) == sorted(self.lr_milestones), "lr_milestones must be increasing"),
             (self.lr_warmup_steps >= 0, "lr_warmup_steps must be >= 0"),
             (self.clip_norm > 0, "clip_norm must be positive"),

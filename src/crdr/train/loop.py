@@ -11,7 +11,7 @@ One iteration (every stage; the D step only when ``adversarial_weight > 0``, i.e
     ---- G step (D frozen) ----
     x̂ = G(x; q, β)                          train mode: noisy likelihoods, raw (unclamped) x̂
     x_ref = x  if q + δ > top level  else  G(x; q+δ, β) under no_grad      (HRRGAN: losses.hrrgan_reference)
-    L_G = 150·MSE + λ(q)·bpp + β·(w_P·P(x, x̂) + w_A·GAN_G(D_q(x̂), sg(D_q(x_ref))))
+    L_G = 150·MSE + λ(q)·bpp + w(q)·β·(w_P·P(x, x̂) + w_A·GAN_G(D_q(x̂), sg(D_q(x_ref))))
     skip the whole iteration (no update of G, aux or D) if L_G is NaN, ±inf or > max_loss
     backward → [all-reduce] → clip 1.0 → G step
     ---- aux step ----
@@ -277,10 +277,10 @@ def training_step(training: Training, x: Tensor) -> dict[str, float]:
     if config.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     q_index, q, beta = _sample_q_beta(training)
-    realism = beta if config.beta_weighted else 1.0
-    # At β = 0 under β weighting the perceptual and adversarial terms weigh nothing, so neither
-    # network, nor HRRGAN's reference decode, is run: the G gradient is the same, and a quarter of
-    # the small recipe's batches (beta_endpoint_fraction 0.5) get cheaper.
+    realism = (beta if config.beta_weighted else 1.0) * config.realism_level_weight(q_index)
+    # At β = 0 under β weighting (or a level weight of 0) the perceptual and adversarial terms weigh
+    # nothing, so neither network, nor HRRGAN's reference decode, is run: the G gradient is the same,
+    # and a quarter of the small recipe's batches (beta_endpoint_fraction 0.5) get cheaper.
     realistic = realism != 0
     nan = torch.tensor(float("nan"), device=training.device)
     terms: dict[str, Tensor] = {}
